@@ -1,0 +1,5 @@
+import sys
+
+from deepstrain_jax.cli import main
+
+sys.exit(main())

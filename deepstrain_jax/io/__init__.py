@@ -1,0 +1,1 @@
+"""Disk helpers shared by the writers (phantom datasets, analysis outputs, checkpoints)."""

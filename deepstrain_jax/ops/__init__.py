@@ -1,0 +1,1 @@
+"""Array operations with physical units: coordinate grids, warping, strain."""
