@@ -192,3 +192,22 @@ def test_bad_arguments_raise_value_error(image_shape, u_shape, mode):
 def test_interpolate_rejects_wrong_coordinate_count():
     with pytest.raises(ValueError, match="components"):
         interpolate(np.zeros((4, 4, 1), np.float32), np.zeros((3, 3), np.float32))
+
+
+def test_coordinate_gradient_at_integer_positions_is_the_whole_one_sided_difference():
+    # At a voxel centre the interpolant has a kink; like the original (TF clip_by_value passes the gradient
+    # at its bounds), the derivative is the forward difference, and the backward one at the last voxel --
+    # not half of it, which is what differentiating jnp.clip would give.
+    from deepstrain_jax.ops.warp import interpolate
+
+    v = (jnp.arange(5.0) ** 2)[:, None]  # values 0, 1, 4, 9, 16
+    d = jax.grad(lambda q: interpolate(v, q[None, None])[0, 0])
+    assert float(d(jnp.array(2.0))) == 5.0   # 9 - 4
+    assert float(d(jnp.array(0.0))) == 1.0   # 1 - 0
+    assert float(d(jnp.array(4.0))) == 7.0   # 16 - 9, backward at the last voxel
+    assert float(d(jnp.array(-0.5))) == 0.0  # clamped outside
+    assert float(d(jnp.array(4.5))) == 0.0
+    # Zero displacement: the warp's gradient w.r.t. u is the forward difference of the image.
+    img = (jnp.arange(6.0) ** 2)[None, :, None, None] * jnp.ones((1, 6, 3, 1))
+    g = jax.grad(lambda u: jnp.sum(warp(img, u)))(jnp.zeros((1, 6, 3, 2)))
+    np.testing.assert_allclose(np.asarray(g[0, :5, 1, 0]), np.diff(np.arange(6.0) ** 2))

@@ -63,8 +63,15 @@ def interpolate(volume, coords_vox, mode: str = "linear"):
     for d, n in enumerate(spatial):
         q = coords_vox[..., d]
         f = jnp.clip(jnp.floor(jax.lax.stop_gradient(q)), 0, max(n - 2, 0))
-        # A size-1 axis has nothing to interpolate between: weight 0 on the (clamped) second corner.
-        a = jnp.clip(q - f, 0.0, 1.0) if n > 1 else jnp.zeros_like(q)
+        if n > 1:
+            a = q - f
+            # Clamp outside [0, 1] with no gradient there; inside, including the end points, the gradient
+            # is 1. (jnp.clip would halve it at the end points, i.e. at every integer coordinate; TF's
+            # clip_by_value, used by the original, passes it whole.)
+            a = jnp.where((a >= 0.0) & (a <= 1.0), a, jax.lax.stop_gradient(jnp.clip(a, 0.0, 1.0)))
+        else:
+            # A size-1 axis has nothing to interpolate between: weight 0 on the (clamped) second corner.
+            a = jnp.zeros_like(q)
         base.append(f.astype(jnp.int32))
         alpha.append(a[..., None])
     out = 0.0

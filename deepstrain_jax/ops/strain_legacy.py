@@ -1,0 +1,129 @@
+"""The original DeepStrain strain computation, reproduced for parity studies (numpy/scipy, host only).
+
+What the original does (``utils/myocardial_strain.py``: ``MyocardialStrain.calculate_strain`` and
+``convert_to_polar``; original_deepstrain.md sections 8.1-8.3), and what :func:`legacy_strain` reproduces:
+
+1. One 3D centre of mass ``(cx, cy, cz)`` of ``labels == lv_label`` (2 = myocardium in the ACDC/CMAC notebooks,
+   3 = blood pool in ``test.py``); the displacement and the labels are ``np.roll``-ed (wrap-around) by
+   ``int(nx // 2 - cx)`` along axis 0 and ``int(ny // 2 - cy)`` along axis 1 (``int`` truncates towards zero).
+2. ``np.gradient`` of each displacement component along the three axes with **unit spacing**, displacement in
+   **voxels**: ``F = I + du_vox/dX_vox``, ``E = (F^T F - I) / 2``. The in-plane block is right for isotropic in-plane
+   voxels, but every term with a through-plane derivative or component is mis-scaled by the voxel aspect ratio (e.g.
+   the ``(du_z/dx)^2 / 2`` term of ``E_xx`` is weighted by ``(dx/dz)^2``): a known defect kept for parity.
+3. Only the in-plane 2x2 block of ``E`` is projected, on a polar grid with one origin for all slices: per axis
+   ``numpy.linspace(-n // 2, n // 2, n)`` (Python's ``-n // 2`` is ``floor(-n / 2)``; for even ``n`` the origin is at
+   index ``(n - 1) / 2``, half a voxel from the rolled centroid at ``n // 2``), and at voxel ``(i, j)``
+   ``phi = degrees(atan2(y_j, x_i)) + 180``. With ``c = cos phi``, ``s = sin phi``, ``r = (c, s)``, ``q = (-s, c)``:
+   ``Err = r^T E r``, ``Ecc = q^T E q``, ``Erc = r^T E q``, ``Ecr = q^T E r``. The ``+180`` flips both ``r`` and ``q``
+   (``r`` points inwards), which leaves all four unchanged; ``q = e_z x r``, so for a base-first stack ``Erc``
+   matches ``E_rc`` of :func:`deepstrain_jax.ops.cardiac_basis.project_strain` with ``l_hat = +z``.
+4. Global radial / circumferential strain: the mean of ``Err`` / ``Ecc`` over ``rolled labels == 2`` (the ED
+   myocardium), all slices, no weighting.
+
+The original returns the maps in the rolled frame and writes them with the un-rolled affine (quirk 7 of
+original_deepstrain.md section 14); here both the rolled maps and the maps rolled back to the input frame are returned.
+The optional smoothing is the notebooks' ``gaussian_filter(u, sigma=(0, 2, 2, 0, 0))``: a Gaussian with ``sigma``
+voxels along axes 0 and 1, none through-plane, per component and frame, scipy's default ``mode="reflect"``
+(``truncate=4``), applied to the input before the roll.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from scipy import ndimage
+
+
+class LegacyStrainMaps(NamedTuple):
+    """In-plane polar strain maps of the original, each ``(..., X, Y, Z)``."""
+
+    err: np.ndarray
+    ecc: np.ndarray
+    erc: np.ndarray
+    ecr: np.ndarray
+
+
+class LegacyStrain(NamedTuple):
+    """Result of :func:`legacy_strain`."""
+
+    rolled: LegacyStrainMaps  # the original's output, in the rolled (LV-centred) frame
+    unrolled: LegacyStrainMaps  # the same maps rolled back onto the input grid
+    labels_rolled: np.ndarray  # (X, Y, Z) ED labels in the rolled frame
+    shift_vox: tuple  # (sx, sy): the np.roll shifts applied along axes 0 and 1
+    global_radial: np.ndarray  # (...) mean err over labels_rolled == myo_label
+    global_circumferential: np.ndarray  # (...) mean ecc over labels_rolled == myo_label
+
+
+def _legacy_polar_angle(nx: int, ny: int) -> np.ndarray:
+    """``phi`` in degrees at every in-plane voxel, ``(nx, ny)``, exactly as the original's ``polar_grid``."""
+    x = np.linspace(-nx // 2, nx // 2, nx)
+    y = np.linspace(-ny // 2, ny // 2, ny)
+    return np.rad2deg(np.arctan2(y[None, :], x[:, None])) + 180
+
+
+def legacy_strain(u_vox, labels_ed, *, lv_label: int = 2, smooth_sigma: float | None = None,
+                  myo_label: int = 2) -> LegacyStrain:
+    """The original DeepStrain's radial / circumferential strain (parity path; see the module docstring).
+
+        F = I + grad_vox(roll(u_vox)),   E = (F^T F - I) / 2,
+        Err = r^T E_2 r,  Ecc = q^T E_2 q,  Erc = r^T E_2 q,  Ecr = q^T E_2 r,
+
+    with ``E_2`` the in-plane 2x2 block, ``r = (cos phi, sin phi)``, ``q = (-sin phi, cos phi)`` on the original's
+    polar grid. Voxel units throughout: physically wrong through-plane terms on anisotropic grids (use
+    :func:`deepstrain_jax.ops.strain.cardiac_strain` for physical strain).
+
+    Args:
+      u_vox: ``(..., X, Y, Z, 3)`` displacement in voxels on the ED grid (leading axes, e.g. frames, allowed);
+        every spatial axis needs at least 2 voxels (``np.gradient``).
+      labels_ed: ``(X, Y, Z)`` ED label map.
+      lv_label: label whose centre of mass is rolled to ``(nx // 2, ny // 2)`` (2 in the paper's notebooks).
+      smooth_sigma: in-plane Gaussian sigma in voxels applied to ``u_vox`` first (2 in the notebooks), or None.
+      myo_label: label averaged for the global values (the original hard-codes 2).
+    Returns:
+      :class:`LegacyStrain` (float64).
+    """
+    u = np.asarray(u_vox, dtype=np.float64)
+    labels = np.asarray(labels_ed)
+    if labels.ndim != 3 or u.ndim < 4 or u.shape[-4:] != (*labels.shape, 3):
+        raise ValueError(f"u_vox must be (..., X, Y, Z, 3) on the grid of labels_ed {labels.shape}, got {u.shape}")
+    if min(labels.shape) < 2:
+        raise ValueError(f"every spatial axis needs at least 2 voxels for np.gradient, got {labels.shape}")
+    if not np.all(np.isfinite(u)):
+        raise ValueError("u_vox contains NaN or infinite values")
+    if not np.any(labels == lv_label):
+        raise ValueError(f"labels_ed has no voxel with lv_label {lv_label}")
+    myocardium = labels == myo_label
+    if not np.any(myocardium):
+        raise ValueError(f"labels_ed has no voxel with myo_label {myo_label}")
+    lead = u.ndim - 4
+    if smooth_sigma is not None:
+        if not smooth_sigma > 0:
+            raise ValueError(f"smooth_sigma must be positive or None, got {smooth_sigma}")
+        u = ndimage.gaussian_filter(u, sigma=(0,) * lead + (smooth_sigma, smooth_sigma, 0, 0))
+
+    nx, ny, _ = labels.shape
+    cx, cy, _ = ndimage.center_of_mass(labels == lv_label)
+    shift = (int(nx // 2 - cx), int(ny // 2 - cy))
+    spatial_axes = (lead, lead + 1, lead + 2)
+    u_rolled = np.roll(u, shift, axis=(lead, lead + 1))
+    labels_rolled = np.roll(labels, shift, axis=(0, 1))
+
+    grad = np.stack([np.stack(np.gradient(u_rolled[..., i], axis=spatial_axes), axis=-1) for i in range(3)], axis=-2)
+    F = grad + np.eye(3)
+    E = 0.5 * (np.einsum("...ki,...kj->...ij", F, F) - np.eye(3))
+    exx, exy, eyx, eyy = E[..., 0, 0], E[..., 0, 1], E[..., 1, 0], E[..., 1, 1]
+
+    phi = np.deg2rad(_legacy_polar_angle(nx, ny))[:, :, None]
+    c, s = np.cos(phi), np.sin(phi)
+    rolled = LegacyStrainMaps(
+        err=c * (c * exx + s * exy) + s * (c * eyx + s * eyy),
+        ecc=-s * (-s * exx + c * exy) + c * (-s * eyx + c * eyy),
+        erc=c * (-s * exx + c * exy) + s * (-s * eyx + c * eyy),
+        ecr=-s * (c * exx + s * exy) + c * (c * eyx + s * eyy))
+    back = (-shift[0], -shift[1])
+    unrolled = LegacyStrainMaps(*(np.roll(m, back, axis=(lead, lead + 1)) for m in rolled))
+    in_myo = labels_rolled == myo_label
+    return LegacyStrain(rolled=rolled, unrolled=unrolled, labels_rolled=labels_rolled, shift_vox=shift,
+                        global_radial=rolled.err[..., in_myo].mean(axis=-1),
+                        global_circumferential=rolled.ecc[..., in_myo].mean(axis=-1))
