@@ -1,0 +1,262 @@
+"""In-plane data augmentation: rotation, translation, mirroring and gamma, applied alike to images, labels and
+displacement fields (numpy, host side).
+
+A transform acts on the two in-plane array axes (0 and 1) of an ``(H, W, ...)`` array and leaves every trailing
+axis (slices, frames, channels) alone. With ``c = ((H - 1) / 2, (W - 1) / 2)`` the grid centre, ``M`` a 2x2
+matrix (rotation by ``theta`` after an optional flip of axis 0) and ``s`` a shift in voxels, the forward map of
+positions is
+
+    T(x) = c + M (x - c) + s,
+
+and an array ``A`` becomes ``A'(y) = A(T^-1(y))``: the content at ``x`` moves to ``T(x)``.
+
+**Displacement fields.** A backward warp ``V_ED(X) = V_t(X + u(X))`` stays true after the same transform of both
+frames when
+
+    u'(Y) = M u(T^-1(Y)),
+
+because ``T^-1(Y + u') = T^-1(Y) + M^-1 u'``. So the in-plane components of ``u`` (components 0 and 1, voxels)
+are rotated, and mirrored (the flipped component changes sign), and the through-plane component is kept. This
+assumes square in-plane voxels (true on the network grid), where a rotation in voxels is a rotation in mm.
+
+**Sampling.** Images and displacements: bilinear; labels: nearest (``floor(q + 1/2)``, the rule of
+:func:`deepstrain_jax.ops.warp.interpolate`). Outside the array the value is a fill (0 for labels and
+displacements; the minimum for images), and bilinear weights ramp to it over the last half voxel, i.e.
+``scipy.ndimage.map_coordinates(order=1, mode="grid-constant")``. The mask of a displacement field (where it is
+known) moves with the rule of :mod:`deepstrain_jax.data.subjects`: ``m' = L[m] >= 1 - 1e-6`` with ``L`` the
+bilinear resampling, i.e. the positions whose every bilinear neighbour is known, where ``u'`` is the exact
+interpolant of known values (a multiple of 90 degrees with an integer shift keeps the mask as it is).
+
+**Intensities.** Per channel (the last axis of an image): rescale to ``[0, 1]`` by its minimum and maximum,
+raise to the power ``gamma``, resample (fill 0, the background), then z-score over the channel. With
+``gamma = 1`` and the identity transform the output is the z-scored input.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+
+class AugmentConfig(NamedTuple):
+    """Ranges of the random in-plane transform (:func:`sample_transform`).
+
+    Attributes:
+      rotation_deg: the angle is uniform in ``[-rotation_deg, rotation_deg]`` degrees (180: any angle).
+      translation_vox: each in-plane shift component is uniform in ``[-translation_vox, translation_vox]`` voxels.
+      mirror_prob: probability of flipping axis 0 (with the free rotation this covers flips of either axis).
+      gamma: ``(low, high)``: gamma is log-uniform in this range (``(1, 1)`` disables).
+    """
+
+    rotation_deg: float = 180.0
+    translation_vox: float = 10.0
+    mirror_prob: float = 0.5
+    gamma: tuple = (0.7, 1.5)
+
+
+class InPlaneTransform(NamedTuple):
+    """``T(x) = c + M (x - c) + s`` on the in-plane axes, plus an intensity ``gamma`` (module docstring).
+
+    Attributes:
+      matrix: ``(2, 2)`` float64 ``M`` (orthogonal: a rotation, or a rotation times a flip).
+      shift_vox: ``(2,)`` float64 ``s`` in voxels.
+      gamma: intensity exponent (> 0).
+    """
+
+    matrix: np.ndarray
+    shift_vox: np.ndarray
+    gamma: float
+
+
+def make_transform(angle_deg: float = 0.0, shift_vox=(0.0, 0.0), mirror: bool = False,
+                   gamma: float = 1.0) -> InPlaneTransform:
+    """``M = R(theta) F`` with ``F = diag(-1, 1)`` when ``mirror`` (flip axis 0) and
+    ``R(theta) = [[cos, -sin], [sin, cos]]`` (from axis 0 towards axis 1).
+
+    Entries within 1e-12 of an integer are snapped to it, so multiples of 90 degrees map the grid onto itself
+    exactly.
+    """
+    if not (math.isfinite(gamma) and gamma > 0):
+        raise ValueError(f"gamma must be positive, got {gamma}")
+    a = math.radians(angle_deg)
+    r = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+    m = r @ np.diag([-1.0 if mirror else 1.0, 1.0])
+    m = np.where(np.abs(m - np.round(m)) < 1e-12, np.round(m), m)
+    shift = np.asarray(shift_vox, np.float64)
+    if shift.shape != (2,) or not np.all(np.isfinite(shift)):
+        raise ValueError(f"shift_vox must be 2 finite numbers, got {shift_vox}")
+    return InPlaneTransform(m, shift, float(gamma))
+
+
+def identity_transform() -> InPlaneTransform:
+    return make_transform()
+
+
+def sample_transform(rng: np.random.Generator, cfg: AugmentConfig = AugmentConfig()) -> InPlaneTransform:
+    """Draw a transform from ``cfg`` with ``rng``: always five uniforms (angle, two shifts, mirror, gamma), so the
+    stream advances alike whatever the settings."""
+    lo, hi = (float(g) for g in cfg.gamma)
+    if not (0 < lo <= hi):
+        raise ValueError(f"gamma range must be 0 < low <= high, got {cfg.gamma}")
+    u = rng.uniform(size=5)
+    angle = (2 * u[0] - 1) * cfg.rotation_deg
+    shift = (2 * u[1:3] - 1) * cfg.translation_vox
+    mirror = bool(u[3] < cfg.mirror_prob)
+    gamma = math.exp(math.log(lo) + u[4] * (math.log(hi) - math.log(lo)))
+    return make_transform(angle, shift, mirror, gamma)
+
+
+def _centre(shape) -> np.ndarray:
+    return (np.asarray(shape[:2], np.float64) - 1.0) / 2.0
+
+
+def transform_points(points, t: InPlaneTransform, shape) -> np.ndarray:
+    """Forward map ``T(x) = c + M (x - c) + s`` of ``(..., 2)`` in-plane voxel positions on a grid of ``shape``."""
+    c = _centre(shape)
+    return c + (np.asarray(points, np.float64) - c) @ t.matrix.T + t.shift_vox
+
+
+def source_coords(t: InPlaneTransform, shape) -> np.ndarray:
+    """``(H, W, 2)`` positions ``T^-1(y) = c + M^T (y - c - s)`` sampled for each output pixel ``y``."""
+    c = _centre(shape)
+    grid = np.stack(np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij"), axis=-1)
+    # M is orthogonal, so M^-1 = M^T; row vectors: (y - c - s) @ M.
+    return c + (grid - c - t.shift_vox) @ t.matrix
+
+
+def resample_inplane(array, coords, order: int, fill=0.0) -> np.ndarray:
+    """Sample ``array (H, W, ...)`` at in-plane positions ``coords (H', W', 2)``; trailing axes carried along.
+
+    ``order=1``: bilinear with the value ``fill`` outside (``map_coordinates(order=1, mode="grid-constant",
+    cval=fill)`` per trailing index); ``order=0``: nearest voxel ``floor(q + 1/2)``, ``fill`` outside.
+
+    Returns:
+      ``(H', W', ...)``, the dtype of ``array`` for ``order=0``, float32 for ``order=1``.
+    """
+    a = np.asarray(array)
+    h, w = a.shape[:2]
+    rest = a.shape[2:]
+    flat = a.reshape(h, w, -1)
+    dtype = flat.dtype if order == 0 else np.float32
+    padded = np.empty((h + 2, w + 2, flat.shape[2]), dtype)
+    padded[...] = np.asarray(fill, dtype)
+    padded[1:-1, 1:-1] = flat
+    q0, q1 = coords[..., 0], coords[..., 1]
+    if order == 0:
+        i = np.clip(np.floor(q0 + 0.5), -1, h).astype(np.intp) + 1
+        j = np.clip(np.floor(q1 + 0.5), -1, w).astype(np.intp) + 1
+        out = padded[i, j]
+    elif order == 1:
+        q0, q1 = np.clip(q0, -1.0, h), np.clip(q1, -1.0, w)
+        f0, f1 = np.clip(np.floor(q0), -1, h - 1), np.clip(np.floor(q1), -1, w - 1)
+        a0 = (q0 - f0).astype(np.float32)[..., None]
+        a1 = (q1 - f1).astype(np.float32)[..., None]
+        i, j = f0.astype(np.intp) + 1, f1.astype(np.intp) + 1
+        out = ((1 - a0) * ((1 - a1) * padded[i, j] + a1 * padded[i, j + 1])
+               + a0 * ((1 - a1) * padded[i + 1, j] + a1 * padded[i + 1, j + 1]))
+    else:
+        raise ValueError(f"order must be 0 or 1, got {order}")
+    return out.reshape(coords.shape[:2] + rest)
+
+
+def _per_channel(x: np.ndarray, fn) -> np.ndarray:
+    # A full reduction of each strided channel view is far faster in numpy than a reduction over the leading
+    # axes of a channels-last array (about 50x for (128, 128, 16, 2)).
+    return np.array([fn(x[..., c]) for c in range(x.shape[-1])], np.float32)
+
+
+def normalise_intensity(image, gamma: float = 1.0, eps: float = 1e-8) -> np.ndarray:
+    """Per channel (last axis): ``x01 = (x - min) / (max - min)``, then ``x01 ** gamma`` (in ``[0, 1]``)."""
+    x = np.asarray(image, np.float32)
+    lo, hi = _per_channel(x, np.min), _per_channel(x, np.max)
+    x01 = (x - lo) / np.maximum(hi - lo, eps)
+    return x01 if gamma == 1.0 else x01 ** np.float32(gamma)
+
+
+def zscore_channels(image, eps: float = 1e-8) -> np.ndarray:
+    """``(x - mean) / (std + eps)`` per channel (last axis), over every other axis."""
+    x = np.asarray(image, np.float32)
+    return (x - _per_channel(x, np.mean)) / (_per_channel(x, np.std) + np.float32(eps))
+
+
+def transform_image(image, t: InPlaneTransform) -> np.ndarray:
+    """Gamma, move and re-z-score an ``(H, W, ..., C)`` image (module docstring, "Intensities")."""
+    x = normalise_intensity(image, t.gamma)
+    return zscore_channels(resample_inplane(x, source_coords(t, x.shape), 1, 0.0))
+
+
+def transform_labels(labels, t: InPlaneTransform) -> np.ndarray:
+    """Move an ``(H, W, ...)`` label map or mask (nearest, fill 0 / False); values stay in the input's set."""
+    labels = np.asarray(labels)
+    return resample_inplane(labels, source_coords(t, labels.shape), 0, 0)
+
+
+def transform_mask(mask, t: InPlaneTransform) -> np.ndarray:
+    """Move the ``(H, W, ...)`` bool mask of a displacement field: ``L[m] >= 1 - 1e-6`` (module docstring)."""
+    mask = np.asarray(mask)
+    return resample_inplane(mask.astype(np.float32), source_coords(t, mask.shape), 1, 0.0) >= 1.0 - 1e-6
+
+
+def rotate_vectors(u, t: InPlaneTransform) -> np.ndarray:
+    """``M`` applied to the in-plane components (0, 1) of the vectors ``u (..., D)``, ``D`` 2 or 3; the rest kept."""
+    u = np.array(u, np.float32, copy=True)
+    (m00, m01), (m10, m11) = np.asarray(t.matrix, np.float32)
+    u0, u1 = u[..., 0].copy(), u[..., 1]
+    u[..., 0] = m00 * u0 + m01 * u1
+    u[..., 1] = m10 * u0 + m11 * u1
+    return u
+
+
+def transform_displacement(u_vox, t: InPlaneTransform) -> np.ndarray:
+    """``u'(Y) = M u(T^-1(Y))`` for ``u_vox (H, W, ..., D)`` in voxels (module docstring); 0 outside."""
+    u_vox = np.asarray(u_vox)
+    if u_vox.shape[-1] not in (2, 3):
+        raise ValueError(f"u_vox must end in 2 or 3 components, got shape {u_vox.shape}")
+    return rotate_vectors(resample_inplane(u_vox, source_coords(t, u_vox.shape), 1, 0.0), t)
+
+
+def transform_example(t: InPlaneTransform, image=None, labels=None, u_vox=None, mask=None) -> dict:
+    """One transform applied to the fields of one example, sharing the sampling positions.
+
+    Equal to :func:`transform_image`, :func:`transform_labels`, :func:`transform_displacement` and
+    :func:`transform_mask` on ``image``, ``labels``, ``u_vox`` and ``mask``, but the bilinear fields (image,
+    displacement, mask) are resampled in one gather.
+
+    Args:
+      t: the transform; image ``(H, W, ..., C)``; labels ``(H, W, ...)`` integers; u_vox ``(H, W, ..., D)``;
+        mask ``(H, W, ...)`` bool. Any may be ``None``; all share ``(H, W)``.
+    Returns:
+      a dict with the transformed fields that were given.
+    """
+    fields = {"image": image, "labels": labels, "u_vox": u_vox, "mask": mask}
+    given = {k: np.asarray(v) for k, v in fields.items() if v is not None}
+    if not given:
+        return {}
+    shape = next(iter(given.values())).shape[:2]
+    if any(v.shape[:2] != shape for v in given.values()):
+        raise ValueError(f"fields differ in in-plane shape: { {k: v.shape for k, v in given.items()} }")
+    if "u_vox" in given and given["u_vox"].shape[-1] not in (2, 3):
+        raise ValueError(f"u_vox must end in 2 or 3 components, got shape {given['u_vox'].shape}")
+    coords = source_coords(t, shape)
+    out = {}
+    if "labels" in given:
+        out["labels"] = resample_inplane(given["labels"], coords, 0, 0)
+    linear = {"image": lambda v: normalise_intensity(v, t.gamma), "u_vox": lambda v: v,
+              "mask": lambda v: v.astype(np.float32)}
+    group = [(k, prep(given[k])) for k, prep in linear.items() if k in given]
+    if group:
+        flat = [v.reshape(shape + (-1,)) for _, v in group]
+        moved = resample_inplane(np.concatenate(flat, axis=-1) if len(flat) > 1 else flat[0], coords, 1, 0.0)
+        start = 0
+        for (k, v), f in zip(group, flat):
+            out[k] = moved[..., start:start + f.shape[-1]].reshape(v.shape)
+            start += f.shape[-1]
+    if "image" in out:
+        out["image"] = zscore_channels(out["image"])
+    if "u_vox" in out:
+        out["u_vox"] = rotate_vectors(out["u_vox"], t)
+    if "mask" in out:
+        out["mask"] = out["mask"] >= 1.0 - 1e-6
+    return out

@@ -1,0 +1,352 @@
+"""Pools of training subjects: phantoms made on first use, or ACDC-layout folders, behind a bounded cache.
+
+A pool is a sequence of :class:`deepstrain_jax.data.subjects.Subject`: ``len(pool)`` and ``pool[i]``. Subject
+``i`` is a pure function of the pool's settings and ``i``, so the batch samplers can draw it at any step and a
+resumed run sees the same data.
+
+* :class:`PhantomPool`: subject ``i`` is ``make_case(patient_seed(seed, i), phenotypes[i % len(phenotypes)],
+  **make_case_kwargs)`` (:mod:`deepstrain_jax.phantom.dataset`), the same patient as ``generate_dataset(seed=seed)``
+  writes as ``patient{i+1:03d}``. ``size`` may be huge: nothing is made until it is asked for.
+* :class:`AcdcPool`: the patient folders under a root (real ACDC or written phantoms), sorted by path.
+
+Caching: an in-memory LRU bounded by ``cache_mb`` (the most recently used subject is always kept), and with
+``cache_dir`` an on-disk ``.npz`` per subject under ``cache_dir/<kind>-<key>/`` where ``key`` hashes every
+setting that changes the subject (so runs with other settings never read each other's files). Files are written
+atomically, so a killed run leaves no partial file and a resumed run reuses what is there. Rendering one phantom
+takes seconds to tens of seconds: fill the cache up front with :meth:`prefetch`.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from deepstrain_jax.data import preprocessing as pp
+from deepstrain_jax.data import subjects as sj
+from deepstrain_jax.errors import InputError
+
+CACHE_FORMAT = "deepstrain-subject/1"
+
+
+def _nbytes(s: sj.Subject) -> int:
+    return sum(np.asarray(v).nbytes for v in s if isinstance(v, np.ndarray))
+
+
+def print_progress(done: int, total: int, seconds_each: float) -> None:
+    """A one-line progress report on stderr (``\\r``-updated), the default of :meth:`CachedPool.prefetch`."""
+    eta = (total - done) * seconds_each
+    end = "\n" if done == total else ""
+    print(f"\rsubjects {done}/{total} ({seconds_each:.1f} s each, {eta / 60:.1f} min left)   ", end=end,
+          file=sys.stderr, flush=True)
+
+
+_SCALARS = ("ed", "es", "frame_interval_s", "slices_reversed", "name")
+
+
+def subject_to_arrays(s: sj.Subject) -> dict:
+    """A flat ``{name: ndarray}`` view of ``s`` for ``np.savez`` (``None`` fields are left out)."""
+    out = {}
+    for key, v in s._asdict().items():
+        if v is None:
+            continue
+        if isinstance(v, pp.Resampling):
+            for k, a in v._asdict().items():
+                out[f"resampling.{k}"] = np.asarray(a)
+        elif isinstance(v, pp.Crop):
+            out[f"{key}.start"] = np.asarray(v.start)
+            out[f"{key}.size"] = np.asarray(v.size)
+            out[f"{key}.full_shape"] = np.asarray(v.full_shape)
+        else:
+            out[key] = np.asarray(v)
+    return out
+
+
+def subject_from_arrays(d) -> sj.Subject:
+    """Inverse of :func:`subject_to_arrays` (from a dict or an open ``NpzFile``)."""
+    def tup(a):
+        return tuple(int(x) for x in np.asarray(a))
+
+    plan = pp.Resampling(tup(d["resampling.in_shape"]), tup(d["resampling.out_shape"]),
+                         *(np.asarray(d[f"resampling.{k}"]) for k in ("in_spacing_mm", "out_spacing_mm", "ratio",
+                                                                       "offset")))
+    crops = {k: pp.Crop(tup(d[f"{k}.start"]), int(d[f"{k}.size"]), tup(d[f"{k}.full_shape"]))
+             for k in ("crop", "vcn_crop")}
+    fields = {}
+    for key in sj.Subject._fields:
+        if key == "resampling":
+            fields[key] = plan
+        elif key in crops:
+            fields[key] = crops[key]
+        elif key in _SCALARS:
+            fields[key] = np.asarray(d[key]).item()
+        else:
+            fields[key] = np.asarray(d[key]) if key in d else None
+    fields["ed"], fields["es"] = int(fields["ed"]), int(fields["es"])
+    fields["slices_reversed"] = bool(fields["slices_reversed"])
+    fields["name"] = str(fields["name"])
+    fields["frame_interval_s"] = float(fields["frame_interval_s"])
+    return sj.Subject(**fields)
+
+
+class CachedPool:
+    """Shared machinery: ``__getitem__`` through the memory LRU, then the disk cache, then :meth:`_build`.
+
+    A new source of subjects subclasses it with a ``kind`` (a short name), ``__len__``, ``_settings()`` (a
+    JSON-able dict of everything that changes its subjects, hashed into the cache key) and ``_build(i)``.
+    """
+
+    kind = "pool"
+    has_motion_truth = False
+
+    def __init__(self, cfg: sj.SubjectConfig = sj.SubjectConfig(), cache_dir=None, cache_mb: float = 2048):
+        self.cfg = sj.check_config(cfg)
+        if not cache_mb >= 0:
+            raise ValueError(f"cache_mb must be >= 0, got {cache_mb}")
+        self.cache_bytes = float(cache_mb) * 2 ** 20
+        self._lru: collections.OrderedDict[int, sj.Subject] = collections.OrderedDict()
+        self._lock = threading.Lock()
+        self.cache_dir = None if cache_dir is None else Path(cache_dir) / f"{self.kind}-{self._key()}"
+        self.build_seconds: list[float] = []
+
+    # -- to be provided by the pools ---------------------------------------------------------------------------
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def _settings(self) -> dict:
+        raise NotImplementedError
+
+    def _build(self, i: int) -> sj.Subject:
+        raise NotImplementedError
+
+    # -- caching -------------------------------------------------------------------------------------------------
+    def _key(self) -> str:
+        text = json.dumps({"format": CACHE_FORMAT, "cfg": self.cfg._asdict(), **self._settings()}, sort_keys=True,
+                          default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def _path(self, i: int) -> Path:
+        return self.cache_dir / f"subject_{i:07d}.npz"
+
+    def _remember(self, i: int, s: sj.Subject) -> None:
+        with self._lock:
+            self._lru[i] = s
+            self._lru.move_to_end(i)
+            total = sum(_nbytes(v) for v in self._lru.values())
+            while len(self._lru) > 1 and total > self.cache_bytes:
+                _, old = self._lru.popitem(last=False)
+                total -= _nbytes(old)
+
+    def _check_index(self, i) -> int:
+        if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
+            raise TypeError(f"subject index must be an integer, got {i!r}")
+        n = len(self)
+        i = int(i) + n if i < 0 else int(i)
+        if not 0 <= i < n:
+            raise IndexError(f"subject {i} outside [0, {n})")
+        return i
+
+    def __getitem__(self, i) -> sj.Subject:
+        i = self._check_index(i)
+        with self._lock:
+            s = self._lru.get(i)
+            if s is not None:
+                self._lru.move_to_end(i)
+                return s
+        s = self._load(i)
+        if s is None:
+            start = time.perf_counter()
+            s = self._build(i)
+            self.build_seconds.append(time.perf_counter() - start)
+            self._save(i, s)
+        self._remember(i, s)
+        return s
+
+    def _load(self, i: int) -> sj.Subject | None:
+        if self.cache_dir is None or not self._path(i).is_file():
+            return None
+        try:
+            with np.load(self._path(i), allow_pickle=False) as z:
+                return subject_from_arrays({k: z[k] for k in z.files})
+        except Exception:  # a damaged cache file (disk full, foreign file): rebuild it
+            return None
+
+    def _save(self, i: int, s: sj.Subject) -> None:
+        if self.cache_dir is None:
+            return
+        from deepstrain_jax.io.atomic import atomic_path, write_text
+
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        info = self.cache_dir / "pool.json"
+        if not info.is_file():
+            write_text(info, json.dumps({"format": CACHE_FORMAT, "kind": self.kind, "cfg": self.cfg._asdict(),
+                                         **self._settings()}, indent=1, default=str) + "\n")
+        with atomic_path(self._path(i)) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, **subject_to_arrays(s))
+
+    def prefetch(self, indices: Iterable[int] | None = None,
+                 progress: Callable[[int, int, float], None] | bool | None = True, workers: int = 1) -> None:
+        """Make (or load) the subjects ``indices`` (default: all) so that later draws hit the cache.
+
+        With a ``cache_dir`` every subject lands on disk; the memory LRU keeps what fits in ``cache_mb`` (without
+        a ``cache_dir``, prefetching more than fits in memory only wastes work).
+        ``progress(done, total, seconds_each)`` is called after each subject (``True``: :func:`print_progress`;
+        ``seconds_each`` is wall time per subject).
+
+        ``workers > 1`` builds the missing subjects in that many spawned processes (CPU-only JAX, so they
+        never claim an accelerator) that write them into the disk cache, which is then required; nothing is
+        loaded into memory by the parent.
+        """
+        indices = list(range(len(self))) if indices is None else [self._check_index(i) for i in indices]
+        report = print_progress if progress is True else (progress or None)
+        total = len(indices)
+        start = time.perf_counter()
+        if workers > 1:
+            if self.cache_dir is None:
+                raise ValueError("prefetch(workers > 1) needs a cache_dir: the workers hand subjects over on disk")
+            import concurrent.futures
+            import multiprocessing
+
+            with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                                        initializer=_cpu_only_worker) as ex:
+                futures = [ex.submit(_build_into_cache, self, i) for i in indices]
+                for done, f in enumerate(concurrent.futures.as_completed(futures), start=1):
+                    f.result()
+                    if report is not None:
+                        report(done, total, (time.perf_counter() - start) / done)
+            return
+        for done, i in enumerate(indices, start=1):
+            self[i]
+            if report is not None:
+                report(done, total, (time.perf_counter() - start) / done)
+
+    def __getstate__(self):
+        # Sent to prefetch workers: settings only, not the lock or the cached subjects.
+        state = dict(self.__dict__)
+        state.pop("_lock")
+        state["_lru"] = collections.OrderedDict()
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+
+def _cpu_only_worker() -> None:
+    os.environ["JAX_PLATFORMS"] = "cpu"
+
+
+def _build_into_cache(pool: CachedPool, i: int) -> None:
+    if not pool._path(i).is_file():
+        pool._save(i, pool._build(i))
+
+
+class PhantomPool(CachedPool):
+    """``size`` phantom subjects made lazily from ``seed`` (module docstring).
+
+    Args:
+      seed: master seed (>= 0); subject ``i`` has seed ``patient_seed(seed, i)``.
+      size: number of subjects (may be huge).
+      cfg: :class:`~deepstrain_jax.data.subjects.SubjectConfig`.
+      phenotypes: the cycle of phenotypes (default all five of ``dataset.PHENOTYPES``).
+      cache_dir: folder for the ``.npz`` disk cache, or ``None``.
+      cache_mb: bound of the in-memory cache in MiB.
+      **make_case_kwargs: passed to ``dataset.make_case`` (``model``, ``n_frames``, ``snr``, ``oblique``,
+        acquisition fields such as ``supersample_inplane``...).
+    """
+
+    kind = "phantom"
+    has_motion_truth = True
+
+    def __init__(self, seed: int, size: int, *, cfg: sj.SubjectConfig = sj.SubjectConfig(),
+                 phenotypes: Sequence[str] | None = None, cache_dir=None, cache_mb: float = 2048,
+                 **make_case_kwargs):
+        from deepstrain_jax.phantom import dataset
+
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+            raise ValueError(f"size must be a positive integer, got {size!r}")
+        self.seed, self.size = int(seed), int(size)
+        self.phenotypes = tuple(dataset._check_phenotype(p) for p in (phenotypes or dataset.PHENOTYPES))
+        self.make_case_kwargs = dict(make_case_kwargs)
+        super().__init__(cfg, cache_dir, cache_mb)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def _settings(self) -> dict:
+        # size is left out: subject i does not depend on it, so pools of different sizes share a cache.
+        return {"seed": self.seed, "phenotypes": list(self.phenotypes), "make_case": self.make_case_kwargs}
+
+    def phenotype(self, i: int) -> str:
+        return self.phenotypes[self._check_index(i) % len(self.phenotypes)]
+
+    def _build(self, i: int) -> sj.Subject:
+        from deepstrain_jax.phantom import dataset
+
+        seed = dataset.patient_seed(self.seed, i)
+        case = dataset.make_case(seed, self.phenotype(i), **self.make_case_kwargs)
+        return sj.subject_from_phantom(case, self.cfg, name=f"phantom {i} (seed {seed}, {self.phenotype(i)})")
+
+
+def find_patient_folders(root) -> list[Path]:
+    """Patient folders under ``root`` (``root`` itself if it is one): folders holding ``Info.cfg``, sorted by path."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError("folder not found", root)
+    found = {p.parent for name in ("Info.cfg", "info.cfg") for p in root.rglob(name)
+             if not any(part.startswith(".") for part in p.relative_to(root).parts)}
+    if not found:
+        raise InputError("no patient folders (folders with an Info.cfg) found", root)
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+class AcdcPool(CachedPool):
+    """The ACDC-layout patient folders under ``root`` as subjects (real ACDC or written phantoms).
+
+    Args:
+      root: a patient folder or a folder above patient folders (searched recursively; hidden folders skipped).
+      cfg: :class:`~deepstrain_jax.data.subjects.SubjectConfig`.
+      slice_order: hint for the stored slice order (see :func:`~deepstrain_jax.data.subjects.subject_from_acdc`).
+      use_truth: use phantom truth sidecars where present (labels of every frame, ``u_mm``).
+      jitter_seed: with ``cfg.centre_jitter_mm > 0``, subject ``i`` jitters with seed ``[jitter_seed, i]``.
+      cache_dir, cache_mb: as :class:`PhantomPool`. The disk cache is keyed by the folders' absolute paths and
+        the settings, not by file contents: clear it after editing the data.
+    """
+
+    kind = "acdc"
+
+    def __init__(self, root, *, cfg: sj.SubjectConfig = sj.SubjectConfig(), slice_order: str | None = None,
+                 use_truth: bool = True, jitter_seed: int = 0, cache_dir=None, cache_mb: float = 2048):
+        self.root = Path(root).absolute()
+        self.folders = find_patient_folders(self.root)
+        if slice_order is not None and slice_order not in sj.SLICE_ORDERS:
+            raise ValueError(f"slice_order must be one of {sj.SLICE_ORDERS} or None, got {slice_order!r}")
+        self.slice_order, self.use_truth, self.jitter_seed = slice_order, bool(use_truth), int(jitter_seed)
+        self.has_motion_truth = self.use_truth and any(sj.has_phantom_truth(f) for f in self.folders)
+        super().__init__(cfg, cache_dir, cache_mb)
+
+    def __len__(self) -> int:
+        return len(self.folders)
+
+    def _settings(self) -> dict:
+        return {"folders": [os.fspath(f) for f in self.folders], "slice_order": self.slice_order,
+                "use_truth": self.use_truth, "jitter_seed": self.jitter_seed}
+
+    def _build(self, i: int) -> sj.Subject:
+        return sj.subject_from_acdc(self.folders[i], self.cfg, slice_order=self.slice_order,
+                                    use_truth=self.use_truth, jitter_seed=[self.jitter_seed, i])

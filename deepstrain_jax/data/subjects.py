@@ -1,0 +1,448 @@
+"""Training subjects on the network grid: one cine, resampled, centred, cropped and z-scored, with its truth.
+
+A :class:`Subject` is what the batch samplers (:mod:`deepstrain_jax.data.batches`) draw from. It is built once per
+patient (a phantom rendered on the fly, or an ACDC-layout folder) and cached by the pools
+(:mod:`deepstrain_jax.data.pools`). Conventions:
+
+* **Network grid** (``cfg``: :class:`SubjectConfig`): the cine is resampled to ``inplane_mm`` in-plane and
+  ``n_slices`` slices spanning the stack (:func:`deepstrain_jax.data.preprocessing.plan_resampling`, ``align``
+  ``"centre"`` by default: the field of view stays centred, and reversing the slice order commutes with the
+  resampling), then an ``crop x crop`` in-plane window is cut around the centre (padding with 0 where it
+  overhangs). Images resample linearly (order 1), labels by nearest neighbour (order 0), both clamp-to-edge.
+* **Arrays**: time first, then the three spatial axes: ``image (T, N, N, Z)``; ``u_vox (T, N, N, Z, 3)`` with
+  component ``c`` along array axis ``c``, in voxels of the network grid (``u_mm = u_vox * spacing_mm``).
+* **Slice order**: the networks expect base -> apex (slice 0 basal). Arrays handed to :func:`make_subject` are
+  reversed along the slice axis when ``slice_order="apex_to_base"`` (``u[..., 2]`` changes sign). Phantom
+  renders are base -> apex; written phantoms record their order in the truth JSON; ACDC folders are taken as
+  stored (ACDC is stored base -> apex, which is what the original networks were trained on) unless a
+  ``slice_order`` hint is given.
+* **Centre** (``cfg.centre``): ``"labels"`` puts the in-plane centre of mass of the ED LV myocardium (label 2,
+  all slices, on the resampled grid; :func:`myocardium_centroid`) at the crop centre, optionally moved by a
+  seeded jitter uniform in a disc of radius ``centre_jitter_mm``; ``"fov"`` uses the centre of the field of view
+  (the original ``test.py``).
+* **Intensities**: each cropped frame volume is z-scored, ``(x - mean) / (std + 1e-8)`` over ``(N, N, Z)``
+  (:func:`deepstrain_jax.data.preprocessing.zscore`, the original's per-volume normalisation).
+* **Displacement truth** (phantoms): ``u_mm`` is a vector field sampled at the native ED voxel centres and known
+  on ``u_mask``. Each component is resampled by normalised linear interpolation,
+  ``u(x) = L[m u](x) / L[m](x)`` with ``L`` the order-1 resampling and ``m`` the mask, so values next to the
+  mask's edge are not pulled towards the zeros outside it; the network-grid mask is ``L[m] >= 1 - 1e-6``
+  (every interpolation neighbour known: there ``u`` is the exact linear interpolant of the truth). Then
+  ``u_vox = u_mm / spacing_mm`` of the network grid. A backward warp ``V_t(X + u_vox(X))`` maps frame t onto
+  ED (:func:`deepstrain_jax.ops.warp.warp`).
+* **VCN view**: the ED and ES frames of the resampled (uncropped) stack on a ``vcn_canvas`` canvas centred on the
+  field of view, block-averaged by ``vcn_factor`` (:func:`make_vcn_input`), with the myocardium centre of mass of
+  each frame in the canvas' heat-map pixel coordinates (:func:`deepstrain_jax.models.vcn.to_heatmap_coords`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from deepstrain_jax.data import preprocessing as pp
+from deepstrain_jax.errors import InputError
+
+MYOCARDIUM = 2
+SLICE_ORDERS = ("base_to_apex", "apex_to_base")
+
+
+class SubjectConfig(NamedTuple):
+    """How a cine is brought onto the network grid (module docstring).
+
+    Attributes:
+      inplane_mm: in-plane voxel size of the network grid, mm.
+      n_slices: number of slices of the network grid (they span the acquired stack).
+      crop: in-plane size ``N`` of the square crop.
+      centre: ``"labels"`` (ED myocardium centre of mass) or ``"fov"`` (field-of-view centre).
+      centre_jitter_mm: radius of the seeded random offset added to the centre (0 disables), mm.
+      align: resampling alignment, ``"centre"`` or ``"corner"`` (dipy, as the original).
+      vcn_canvas: in-plane size of the VCN canvas on the network grid (``vcn_canvas / vcn_factor`` VCN pixels).
+      vcn_factor: block-averaging factor from the network grid to the VCN grid.
+    """
+
+    inplane_mm: float = 1.25
+    n_slices: int = 16
+    crop: int = 128
+    centre: str = "labels"
+    centre_jitter_mm: float = 0.0
+    align: str = "centre"
+    vcn_canvas: int = 256
+    vcn_factor: int = 2
+
+
+def check_config(cfg: SubjectConfig) -> SubjectConfig:
+    """Validate ``cfg`` (a :class:`SubjectConfig` or a mapping of its fields); raises ValueError naming the field."""
+    if not isinstance(cfg, SubjectConfig):
+        cfg = SubjectConfig(**dict(cfg))
+    if not (np.isfinite(cfg.inplane_mm) and cfg.inplane_mm > 0):
+        raise ValueError(f"inplane_mm must be positive, got {cfg.inplane_mm}")
+    for name in ("n_slices", "crop", "vcn_canvas", "vcn_factor"):
+        if int(getattr(cfg, name)) < 1:
+            raise ValueError(f"{name} must be a positive integer, got {getattr(cfg, name)}")
+    if cfg.vcn_canvas % cfg.vcn_factor:
+        raise ValueError(f"vcn_canvas ({cfg.vcn_canvas}) must be divisible by vcn_factor ({cfg.vcn_factor})")
+    if cfg.centre not in ("labels", "fov"):
+        raise ValueError(f"centre must be 'labels' or 'fov', got {cfg.centre!r}")
+    if not (np.isfinite(cfg.centre_jitter_mm) and cfg.centre_jitter_mm >= 0):
+        raise ValueError(f"centre_jitter_mm must be >= 0, got {cfg.centre_jitter_mm}")
+    if cfg.align not in ("centre", "corner"):
+        raise ValueError(f"align must be 'centre' or 'corner', got {cfg.align!r}")
+    return cfg
+
+
+class Subject(NamedTuple):
+    """One cine on the network grid (module docstring). ``N = cfg.crop``, ``Z = cfg.n_slices``, ``M`` the VCN size.
+
+    Attributes:
+      image: ``(T, N, N, Z)`` float32, each frame volume z-scored.
+      labels: ``(T, N, N, Z)`` uint8 ACDC labels, 0 where not ``labelled``.
+      labelled: ``(T,)`` bool, frames whose labels are known (phantoms: all; ACDC: the ``_gt`` frames).
+      u_vox: ``(T, N, N, Z, 3)`` float32 truth displacement ED -> t in network voxels, or ``None``.
+      u_mask: ``(N, N, Z)`` bool, ED-grid voxels where ``u_vox`` is known, or ``None``.
+      spacing_mm: ``(3,)`` float64 network-grid voxel size, mm.
+      ed, es: 0-based frames; frame_interval_s: seconds between frames (NaN when unknown).
+      vcn_image: ``(2, M, M, Z)`` float32 ED and ES on the VCN grid, each slice z-scored.
+      vcn_centre: ``(2, 2)`` float32 myocardium centre of mass of ED and ES in VCN pixels (NaN when unlabelled).
+      intensity_mean, intensity_scale: ``(T,)`` float32: ``image = (x - mean) / scale`` on the cropped frames.
+      resampling: the :class:`~deepstrain_jax.data.preprocessing.Resampling` from the (slice-ordered) native grid.
+      crop: the :class:`~deepstrain_jax.data.preprocessing.Crop` of the network window on the resampled grid.
+      vcn_crop: the :class:`~deepstrain_jax.data.preprocessing.Crop` of the VCN canvas on the resampled grid.
+      centre_vox: ``(2,)`` float64 crop centre on the resampled grid (jitter included).
+      slices_reversed: whether the native slice axis was reversed to make it base -> apex.
+      name: a label for messages.
+    """
+
+    image: np.ndarray
+    labels: np.ndarray
+    labelled: np.ndarray
+    u_vox: np.ndarray | None
+    u_mask: np.ndarray | None
+    spacing_mm: np.ndarray
+    ed: int
+    es: int
+    frame_interval_s: float
+    vcn_image: np.ndarray
+    vcn_centre: np.ndarray
+    intensity_mean: np.ndarray
+    intensity_scale: np.ndarray
+    resampling: pp.Resampling
+    crop: pp.Crop
+    vcn_crop: pp.Crop
+    centre_vox: np.ndarray
+    slices_reversed: bool
+    name: str
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.image.shape[0])
+
+
+def myocardium_centroid(labels) -> np.ndarray | None:
+    """In-plane centre of mass ``c_d = mean_{v: L(v) = 2} v_d`` (d = 0, 1) of a ``(X, Y[, Z])`` label map.
+
+    The numpy twin of :func:`deepstrain_jax.models.vcn.myocardium_center_vox` (float64); ``None`` when no voxel
+    is labelled myocardium.
+    """
+    idx = np.nonzero(np.asarray(labels) == MYOCARDIUM)
+    if idx[0].size == 0:
+        return None
+    return np.array([idx[0].mean(), idx[1].mean()], dtype=np.float64)
+
+
+def block_mean_zscore(canvas, factor: int = 2) -> np.ndarray:
+    """``y[i, j, z] = mean_{p, q < f} x[f i + p, f j + q, z]``, then each slice z-scored over its pixels.
+
+    The block mean is :func:`deepstrain_jax.models.vcn.downsample_mean` (numpy, slices on the last axis).
+
+    Args:
+      canvas: ``(H, W, Z)`` with ``H`` and ``W`` divisible by ``factor``.
+    Returns:
+      ``(H / f, W / f, Z)`` float32.
+    """
+    x = np.asarray(canvas, np.float32)
+    h, w = x.shape[:2]
+    if h % factor or w % factor:
+        raise ValueError(f"in-plane shape {(h, w)} must be divisible by the factor {factor}")
+    y = x.reshape(h // factor, factor, w // factor, factor, -1).mean(axis=(1, 3))
+    return pp.zscore(y, axes=(0, 1))
+
+
+def make_vcn_input(volume, canvas: int = 256, factor: int = 2) -> tuple[np.ndarray, pp.Crop]:
+    """The VCN's view of a resampled stack: canvas at the FOV centre, block mean, per-slice z-score.
+
+    ``x_c = crop(volume, canvas, centre = ((X - 1) / 2, (Y - 1) / 2))`` (zero padding), then
+    :func:`block_mean_zscore`. Heat-map pixel ``i`` covers canvas voxels ``f i ... f i + f - 1``, i.e. the
+    resampled-grid voxel ``crop.start + f i + (f - 1) / 2`` at its centre
+    (:func:`deepstrain_jax.models.vcn.from_heatmap_coords`). :func:`make_subject` builds the same view.
+
+    Args:
+      volume: ``(X, Y, Z)`` raw intensities on the network grid (``inplane_mm``), uncropped.
+      canvas: canvas size on the network grid; factor: block size ``f``.
+    Returns:
+      ``((M, M, Z) float32, crop)`` with ``M = canvas / f``.
+    """
+    volume = np.asarray(volume, dtype=np.float32)
+    if volume.ndim != 3:
+        raise ValueError(f"volume must be (X, Y, Z), got shape {volume.shape}")
+    if canvas % factor:
+        raise ValueError(f"canvas {canvas} must be divisible by factor {factor}")
+    crop = pp.plan_crop(volume.shape, ((volume.shape[0] - 1) / 2, (volume.shape[1] - 1) / 2), canvas)
+    return block_mean_zscore(pp.apply_crop(volume, crop), factor), crop
+
+
+def _as_frames(labels, shape4, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Labels as ``(X, Y, Z, T)`` uint8 plus a ``(T,)`` known-mask, from an array or a {frame: volume} dict."""
+    t = shape4[3]
+    out = np.zeros(shape4, dtype=np.uint8)
+    known = np.zeros(t, dtype=bool)
+    if labels is None:
+        return out, known
+    if isinstance(labels, dict):
+        items = labels.items()
+    else:
+        arr = np.asarray(labels)
+        if arr.shape != tuple(shape4):
+            raise ValueError(f"{name}: labels of shape {arr.shape} do not match the cine {tuple(shape4)}")
+        items = ((k, arr[..., k]) for k in range(t))
+    for frame, lab in items:
+        lab = np.asarray(lab)
+        if not 0 <= int(frame) < t:
+            raise ValueError(f"{name}: label frame {frame} outside [0, {t})")
+        if lab.shape != tuple(shape4[:3]):
+            raise ValueError(f"{name}: labels of frame {frame} have shape {lab.shape}, expected {shape4[:3]}")
+        if lab.size and (lab.min() < 0 or lab.max() > 3):
+            raise ValueError(f"{name}: labels of frame {frame} have values outside {{0, 1, 2, 3}}")
+        out[..., int(frame)] = lab
+        known[int(frame)] = True
+    return out, known
+
+
+def _axis_sampler(q: np.ndarray, n: int, order: int):
+    """Indices and weights of 1D clamp-to-edge sampling at ``q`` on ``n`` samples (``map_coordinates`` rules)."""
+    if order == 0:
+        return np.clip(np.floor(q + 0.5), 0, n - 1).astype(np.intp), None
+    f = np.clip(np.floor(q), 0, max(n - 2, 0))
+    a = np.clip(q - f, 0.0, 1.0) if n > 1 else np.zeros_like(q)
+    return f.astype(np.intp), a.astype(np.float32)
+
+
+def resample_window(volume, plan: pp.Resampling, crop: pp.Crop | None, order: int) -> np.ndarray:
+    """``apply_crop(apply_resampling(volume, plan, order), crop)`` computed on the window only, axis by axis.
+
+    Order-1 (and order-0) resampling with clamp-to-edge is a tensor product of 1D interpolations, so the
+    three axes are resampled one after the other, and only the output rows the crop keeps are computed (rows
+    of the window outside the resampled grid are 0). ``crop=None`` keeps the whole resampled grid.
+
+    Args:
+      volume: ``(X, Y, Z, ...)`` on ``plan.in_shape``; trailing axes are carried along.
+      plan, crop: see :mod:`deepstrain_jax.data.preprocessing`.
+      order: 1 (linear, float32 out) or 0 (nearest, dtype kept).
+    Returns:
+      ``(N, N, Z_out, ...)`` (or ``plan.out_shape + ...`` without a crop).
+    """
+    x = np.asarray(volume)
+    if x.shape[:3] != plan.in_shape:
+        raise ValueError(f"volume of shape {x.shape} does not match the planned input {plan.in_shape}")
+    if order == 1:
+        x = x.astype(np.float32)
+    valid = []
+    for d in range(3):
+        if d < 2 and crop is not None:
+            r = crop.start[d] + np.arange(crop.size)
+        else:
+            r = np.arange(plan.out_shape[d])
+        ok = (r >= 0) & (r < plan.out_shape[d])
+        idx, a = _axis_sampler(plan.offset[d] + plan.ratio[d] * np.clip(r, 0, plan.out_shape[d] - 1),
+                               plan.in_shape[d], order)
+        if a is None:
+            x = np.take(x, idx, axis=d)
+        else:
+            shape = [1] * x.ndim
+            shape[d] = -1
+            a = a.reshape(shape)
+            x = np.take(x, idx, axis=d) * (1 - a) + np.take(x, np.minimum(idx + 1, plan.in_shape[d] - 1), axis=d) * a
+        valid.append(ok)
+    if not (valid[0].all() and valid[1].all()):
+        x = np.where((valid[0][:, None] & valid[1][None, :]).reshape(x.shape[:2] + (1,) * (x.ndim - 2)), x,
+                     np.zeros((), x.dtype))
+    return x
+
+
+def _resample_u(u_mm, u_mask, plan: pp.Resampling, crop: pp.Crop) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised linear resampling of ``u_mm (T, X, Y, Z, 3)`` known on ``u_mask``; returns network u_vox, mask."""
+    m = np.asarray(u_mask, dtype=np.float32)
+    mu = np.moveaxis(u_mm.astype(np.float32) * m[None, ..., None], 0, 3)  # (X, Y, Z, T, 3)
+    num = resample_window(mu, plan, crop, 1)
+    den = resample_window(m, plan, crop, 1)
+    known = den > 0
+    u = np.where(known[..., None, None], num / np.where(known, den, 1.0)[..., None, None], 0.0)
+    u = u / plan.out_spacing_mm.astype(np.float32)
+    return np.ascontiguousarray(np.moveaxis(u, 3, 0), dtype=np.float32), den >= 1.0 - 1e-6
+
+
+def make_subject(image, spacing_mm, *, labels=None, u_mm=None, u_mask=None, ed: int = 0, es: int | None = None,
+                 frame_interval_s: float | None = None, cfg: SubjectConfig = SubjectConfig(),
+                 slice_order: str = "base_to_apex", jitter_seed=None, name: str = "") -> Subject:
+    """Bring a native cine and its truth onto the network grid (module docstring for every step).
+
+    Args:
+      image: ``(X, Y, Z, T)`` native cine (any real dtype); axes 0, 1 in-plane, axis 2 the slice axis.
+      spacing_mm: ``(3,)`` native voxel size, mm.
+      labels: ``(X, Y, Z, T)`` labels of every frame, or ``{frame: (X, Y, Z)}`` for some frames, or ``None``.
+      u_mm: ``(T, X, Y, Z, 3)`` Lagrangian displacement ED -> t on the native ED grid, mm, component ``c``
+        along array axis ``c``; u_mask: ``(X, Y, Z)`` where it is known (all voxels when ``None``).
+      ed, es: 0-based frames (``es`` defaults to ``ed``); frame_interval_s: seconds, or ``None``.
+      cfg: :class:`SubjectConfig`.
+      slice_order: order of the given slice axis, ``"base_to_apex"`` or ``"apex_to_base"`` (then reversed).
+      jitter_seed: seed of the centre jitter (required when ``cfg.centre_jitter_mm > 0``).
+      name: a label for messages.
+    Returns:
+      :class:`Subject`.
+    Raises:
+      ValueError: shapes that disagree, bad spacing or frames, ``cfg.centre = "labels"`` without ED
+        myocardium labels, non-finite images or displacements.
+    """
+    cfg = check_config(cfg)
+    image = np.asarray(image)
+    if image.ndim != 4 or min(image.shape) < 1:
+        raise ValueError(f"{name}: image must be a non-empty (X, Y, Z, T) cine, got shape {image.shape}")
+    if not np.all(np.isfinite(image)):
+        raise ValueError(f"{name}: the image has NaN or Inf voxels")
+    t = image.shape[3]
+    es = ed if es is None else es
+    for key, v in (("ed", ed), ("es", es)):
+        if not 0 <= int(v) < t:
+            raise ValueError(f"{name}: {key} = {v} outside [0, {t})")
+    if slice_order not in SLICE_ORDERS:
+        raise ValueError(f"slice_order must be one of {SLICE_ORDERS}, got {slice_order!r}")
+    lab, labelled = _as_frames(labels, image.shape, name)
+    if u_mm is not None:
+        u_mm = np.asarray(u_mm, dtype=np.float32)
+        if u_mm.shape != (t, *image.shape[:3], 3):
+            raise ValueError(f"{name}: u_mm must have shape {(t, *image.shape[:3], 3)}, got {u_mm.shape}")
+        u_mask = np.ones(image.shape[:3], bool) if u_mask is None else np.asarray(u_mask, bool)
+        if u_mask.shape != image.shape[:3]:
+            raise ValueError(f"{name}: u_mask must have shape {image.shape[:3]}, got {u_mask.shape}")
+        if not np.all(np.isfinite(u_mm[:, u_mask])):
+            raise ValueError(f"{name}: u_mm has NaN or Inf values inside u_mask")
+    reverse = slice_order == "apex_to_base"
+    if reverse:
+        image, lab = image[:, :, ::-1], lab[:, :, ::-1]
+        if u_mm is not None:
+            u_mm = u_mm[:, :, :, ::-1] * np.array([1.0, 1.0, -1.0], np.float32)
+            u_mask = u_mask[:, :, ::-1]
+
+    plan = pp.plan_resampling(image.shape[:3], spacing_mm, inplane_mm=cfg.inplane_mm, n_slices=cfg.n_slices,
+                              align=cfg.align)
+    if cfg.centre == "labels":
+        centre = myocardium_centroid(resample_window(lab[..., ed], plan, None, 0)) if labelled[ed] else None
+        if centre is None:
+            raise ValueError(f"{name}: centre='labels' needs LV myocardium (label 2) in the ED labels (frame {ed})")
+    else:
+        centre = (np.asarray(plan.out_shape[:2], np.float64) - 1.0) / 2.0
+    if cfg.centre_jitter_mm > 0:
+        if jitter_seed is None:
+            raise ValueError("centre_jitter_mm > 0 needs a jitter_seed")
+        rng = np.random.default_rng(jitter_seed)
+        r = cfg.centre_jitter_mm / cfg.inplane_mm * np.sqrt(rng.uniform())
+        a = rng.uniform(0.0, 2.0 * np.pi)
+        centre = centre + r * np.array([np.cos(a), np.sin(a)])
+    crop = pp.plan_crop(plan.out_shape, centre, cfg.crop)
+
+    raw = np.moveaxis(resample_window(image, plan, crop, 1), 3, 0)
+    mean = raw.mean(axis=(1, 2, 3))
+    scale = raw.std(axis=(1, 2, 3)) + 1e-8
+    labels_net = np.ascontiguousarray(np.moveaxis(resample_window(lab, plan, crop, 0), 3, 0))
+    u_vox = mask = None
+    if u_mm is not None:
+        u_vox, mask = _resample_u(u_mm, u_mask, plan, crop)
+
+    # The VCN canvas is centred on the field of view; only ED and ES are kept (the targets need labels).
+    vcn_crop = pp.plan_crop(plan.out_shape, (np.asarray(plan.out_shape[:2]) - 1.0) / 2.0, cfg.vcn_canvas)
+    canvas = resample_window(image[..., [ed, es]], plan, vcn_crop, 1)
+    canvas_lab = resample_window(lab[..., [ed, es]], plan, vcn_crop, 0)
+    vcn_image, vcn_centre = [], []
+    for k, frame in enumerate((ed, es)):
+        vcn_image.append(block_mean_zscore(canvas[..., k], cfg.vcn_factor))
+        c = myocardium_centroid(canvas_lab[..., k]) if labelled[frame] else None
+        vcn_centre.append(np.full(2, np.nan) if c is None else (c - (cfg.vcn_factor - 1) / 2) / cfg.vcn_factor)
+    dt = float("nan") if frame_interval_s is None else float(frame_interval_s)
+    return Subject(
+        image=pp.zscore(raw, axes=(1, 2, 3)), labels=labels_net,
+        labelled=labelled, u_vox=u_vox, u_mask=mask, spacing_mm=np.asarray(plan.out_spacing_mm, np.float64),
+        ed=int(ed), es=int(es), frame_interval_s=dt, vcn_image=np.stack(vcn_image).astype(np.float32),
+        vcn_centre=np.stack(vcn_centre).astype(np.float32), intensity_mean=mean.astype(np.float32),
+        intensity_scale=scale.astype(np.float32), resampling=plan, crop=crop, vcn_crop=vcn_crop,
+        centre_vox=np.asarray(centre, np.float64), slices_reversed=bool(reverse), name=str(name))
+
+
+def subject_from_phantom(case, cfg: SubjectConfig = SubjectConfig(), *, jitter_seed=None,
+                         name: str | None = None) -> Subject:
+    """A :class:`Subject` from an in-memory :class:`deepstrain_jax.phantom.dataset.PhantomCase` (base -> apex).
+
+    Uses the labels of every frame, ``u_mm``/``u_mask`` from the case's truth arrays, the render's spacing,
+    ED/ES and frame interval. ``jitter_seed`` defaults to the case seed.
+    """
+    cine = case.cine
+    return make_subject(cine.image, cine.geometry.spacing_mm, labels=cine.labels, u_mm=case.arrays["u_mm"],
+                        u_mask=case.arrays["u_mask"], ed=cine.ed, es=cine.es,
+                        frame_interval_s=cine.frame_interval_s, cfg=cfg,
+                        jitter_seed=case.seed if jitter_seed is None else jitter_seed,
+                        name=f"phantom seed {case.seed}" if name is None else name)
+
+
+def has_phantom_truth(folder) -> bool:
+    """Whether ``folder`` holds a phantom truth sidecar (``{name}_truth.json``)."""
+    folder = Path(folder)
+    return (folder / f"{folder.resolve().name}_truth.json").is_file()
+
+
+def subject_from_acdc(folder: str | os.PathLike, cfg: SubjectConfig = SubjectConfig(), *,
+                      slice_order: str | None = None, use_truth: bool = True, jitter_seed=None) -> Subject:
+    """A :class:`Subject` from an ACDC-layout patient folder (real ACDC or a written phantom).
+
+    Labels come from the ``_frameXX_gt`` files (usually ED and ES). When ``use_truth`` and the folder holds a
+    phantom truth sidecar (:mod:`deepstrain_jax.phantom.dataset`), the labels of every frame and
+    ``u_mm``/``u_mask`` are taken from it, and its recorded slice order is used.
+
+    Args:
+      folder: the patient folder.
+      cfg: :class:`SubjectConfig`.
+      slice_order: ``"base_to_apex"`` or ``"apex_to_base"``: the order of the stored slices. ``None``: the
+        sidecar's order for a phantom (with or without ``use_truth``), otherwise as stored (taken to be base ->
+        apex).
+      use_truth: take labels and displacements from the phantom sidecar when present (``False`` trains on a
+        written phantom as on real ACDC: labels at ED and ES only, no ``u_vox``).
+      jitter_seed: seed of the centre jitter.
+    Raises:
+      InputError: unreadable files, missing ED labels with ``cfg.centre = "labels"``, inconsistent sidecar.
+    """
+    from deepstrain_jax.data import acdc
+
+    patient = acdc.load_patient(folder)
+    cine = patient.cine
+    labels = {k: v.array for k, v in patient.labels.items()}
+    u_mm = u_mask = None
+    order = slice_order
+    if has_phantom_truth(folder):
+        from deepstrain_jax.phantom import dataset
+
+        # The slice order is a fact about the stored arrays, so it is honoured even without the truth.
+        arrays, meta = dataset.load_truth(folder)
+        order = meta.get("slice_order", "base_to_apex") if slice_order is None else slice_order
+    if use_truth and has_phantom_truth(folder):
+        expect = (cine.array.shape[3], *cine.array.shape[:3], 3)
+        if arrays["u_mm"].shape != expect or arrays["labels"].shape != cine.array.shape:
+            raise InputError(f"truth arrays u_mm {arrays['u_mm'].shape} / labels {arrays['labels'].shape} do not "
+                             f"match the cine {cine.array.shape}", folder)
+        labels, u_mm, u_mask = arrays["labels"], arrays["u_mm"], arrays["u_mask"]
+    try:
+        return make_subject(cine.array, cine.spacing_mm, labels=labels, u_mm=u_mm, u_mask=u_mask,
+                            ed=patient.info.ed, es=patient.info.es, frame_interval_s=cine.frame_interval_s,
+                            cfg=cfg, slice_order=order or "base_to_apex", jitter_seed=jitter_seed,
+                            name=patient.name)
+    except ValueError as e:
+        raise InputError(str(e), folder) from None
