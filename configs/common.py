@@ -1,0 +1,78 @@
+"""Fields shared by the three training configs (see README, "Training")."""
+
+from __future__ import annotations
+
+import ml_collections
+
+PHENOTYPES = ("NOR", "DCM", "HCM", "MINF", "ARV")
+
+
+def base_config(task: str, arg: str) -> ml_collections.ConfigDict:
+    """The skeleton every config fills: task, seed, model, data, augment, loss, train."""
+    if arg not in ("smoke", "cpu", "paper"):
+        raise ValueError(f"config argument must be 'smoke', 'cpu' or 'paper', got {arg!r}")
+    c = ml_collections.ConfigDict()
+    c.task = task
+    c.variant = arg
+    c.seed = 0
+
+    c.model = ml_collections.ConfigDict({"name": task, "family": "v2", "gf": 16, "depth": 5,
+                                         "dtype": "float32", "kernel_3d": False})
+
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "phantom"          # "phantom" (generated on the fly) or "acdc" (a folder in the ACDC layout)
+    c.data.root = ""                   # ACDC-layout folder when source == "acdc"
+    c.data.val_root = ""               # optional separate validation folder (default: phantoms / a split)
+    c.data.pool_size = 64              # phantom subjects (made lazily, cached)
+    c.data.val_size = 10               # held-out phantom subjects (their own seed)
+    c.data.val_seed = 10_000
+    c.data.cache_dir = ""              # disk cache of pre-processed subjects ("" -> <workdir>/data_cache)
+    c.data.phenotypes = PHENOTYPES
+    c.data.phantom_model = "A"
+    c.data.snr = (10.0, 40.0)
+    c.data.n_frames = 0                # 0 -> drawn per subject (25-30)
+    c.data.crop = 128
+    c.data.n_slices = 16
+    c.data.inplane_mm = 1.25
+    c.data.centre_jitter_mm = 5.0
+    c.data.acquisition = {}            # fixed phantom.scanner.Acquisition fields (default: drawn per subject)
+
+    c.augment = ml_collections.ConfigDict({"enabled": True, "rotation_deg": 180.0, "translation_vox": 10.0,
+                                           "mirror_prob": 0.5, "gamma": (0.7, 1.5)})
+
+    c.loss = ml_collections.ConfigDict()
+
+    c.train = ml_collections.ConfigDict()
+    c.train.parallel = "jit"           # "jit" (one-axis data mesh) or "pmap"
+    c.train.batch_size = 8
+    c.train.steps = 1000
+    c.train.epochs = 0                 # > 0: steps = epochs * ceil(examples / batch_size) instead of `steps`
+    c.train.lr = 5e-4
+    c.train.b1 = 0.9
+    c.train.b2 = 0.999
+    c.train.log_every = 10
+    c.train.eval_every = 200
+    c.train.eval_batches = 4
+    c.train.ckpt_every = 200
+    c.train.keep = 2
+    c.train.best_metric = "loss"
+    c.train.best_mode = "min"
+    return c
+
+
+def smoke(c: ml_collections.ConfigDict) -> None:
+    """Tiny everything: a few steps on two small phantoms (tests)."""
+    c.model.gf, c.model.depth = 4, 3
+    c.data.pool_size, c.data.val_size = 2, 1
+    c.data.n_frames = 6
+    c.data.crop, c.data.n_slices = 32, 8
+    c.data.inplane_mm = 5.0
+    # Coarse, fast renders (about a second a subject).
+    c.data.acquisition = {"matrix": (40, 40), "pixel_mm": 5.0, "n_slices": 6, "slice_thickness_mm": 10.0,
+                          "slice_spacing_mm": 12.0, "supersample_inplane": 1, "supersample_slice": 1}
+    c.train.batch_size = 4
+    c.train.steps = 4
+    c.train.log_every = 1
+    c.train.eval_every = 2
+    c.train.eval_batches = 1
+    c.train.ckpt_every = 2

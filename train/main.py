@@ -1,0 +1,34 @@
+"""Train VCN, CarSON or CarMEN: ``python -m train.main --config=configs/carmen.py:cpu --workdir=runs/carmen``.
+
+Any config field can be overridden on the command line, e.g. ``--config.loss.lambda_s=0.01``. Re-running with the
+same ``--workdir`` resumes from its latest checkpoint. Multi-host: set ``--multihost`` on every host (it calls
+``jax.distributed.initialize()`` before anything else touches JAX).
+"""
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Training config file, e.g. configs/carmen.py:cpu.",
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics and the exported model.")
+flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first (one process per host).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    # Orbax logs every file operation at INFO; keep the console to the trainer's own progress lines.
+    logging.set_verbosity(logging.WARNING)
+    if FLAGS.multihost:
+        import jax
+
+        jax.distributed.initialize()
+    from train import trainer
+
+    trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == "__main__":
+    app.run(main)

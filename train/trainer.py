@@ -1,0 +1,198 @@
+"""The training loop, top to bottom: set-up, then one flat loop with "is it time to log / evaluate / save".
+
+``train_and_evaluate(config, workdir)`` trains the network named by ``config.task`` ("vcn", "carson" or
+"carmen") on phantoms generated on the fly or on an ACDC-layout folder, and writes to ``workdir``:
+
+* ``checkpoints/`` (latest ``train.keep``) and ``best/`` (best validation ``train.best_metric``): Orbax
+  checkpoints with the config; re-running resumes from the latest one exactly (the batch of step k is a
+  function of (seed, k), the PRNG key is in the state);
+* ``metrics.jsonl``: one JSON object per logged train step and per evaluation;
+* ``config.json``: the config of the run;
+* ``model/``: the exported variables and architecture of the best (or final) state, loadable with
+  ``deepstrain_jax.training.checkpointing.load_variables`` -- what ships inside the package.
+
+It stops with an error on a non-finite loss. Progress (step, loss, steps/s, ETA) goes to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import optax
+
+from deepstrain_jax import models
+from deepstrain_jax.data import augment as aug
+from deepstrain_jax.data import batches, pools
+from deepstrain_jax.data import subjects as sj
+from deepstrain_jax.io import atomic
+from deepstrain_jax.training import checkpointing, parallel, state as state_lib, step as step_lib, tasks
+
+_SAMPLERS = {"vcn": batches.vcn_batch, "carson": batches.carson_batch, "carmen": batches.carmen_batch}
+
+
+def make_pools(config, workdir: Path):
+    """Training and validation pools for ``config.data`` (validation: other seeds, no augmentation)."""
+    d = config.data
+    cfg = sj.SubjectConfig(inplane_mm=d.inplane_mm, n_slices=d.n_slices, crop=d.crop,
+                           centre_jitter_mm=d.centre_jitter_mm)
+    val_cfg = cfg._replace(centre_jitter_mm=0.0)
+    cache = Path(d.cache_dir) if d.cache_dir else workdir / "data_cache"
+    if d.source == "phantom":
+        kwargs = {"model": d.phantom_model, "snr": tuple(d.snr)}
+        if d.n_frames:
+            kwargs["n_frames"] = d.n_frames
+        kwargs.update(dict(config.data.get("acquisition", {})))
+        train = pools.PhantomPool(config.seed, d.pool_size, cfg=cfg, phenotypes=tuple(d.phenotypes),
+                                  cache_dir=cache, **kwargs)
+        val = pools.PhantomPool(d.val_seed, d.val_size, cfg=val_cfg, phenotypes=tuple(d.phenotypes),
+                                cache_dir=cache, **kwargs)
+        return train, val
+    if d.source == "acdc":
+        if not d.root:
+            raise ValueError("config.data.root must name an ACDC-layout folder when data.source == 'acdc'")
+        train = pools.AcdcPool(d.root, cfg=cfg, cache_dir=cache, jitter_seed=config.seed)
+        val = pools.AcdcPool(d.val_root or d.root, cfg=val_cfg, cache_dir=cache)
+        return train, val
+    raise ValueError(f"config.data.source must be 'phantom' or 'acdc', got {d.source!r}")
+
+
+def _sampler(config):
+    a = config.augment
+    augment = (aug.AugmentConfig(rotation_deg=a.rotation_deg, translation_vox=a.translation_vox,
+                                 mirror_prob=a.mirror_prob, gamma=tuple(a.gamma)) if a.enabled else None)
+    fn = _SAMPLERS[config.task]
+    kwargs = {"augment": augment}
+    if config.task == "carmen":
+        kwargs["identity_prob"] = config.data.identity_prob
+    if config.task == "carson":
+        kwargs["heart_only"] = config.data.heart_only
+    train = lambda pool, step: fn(pool, config.seed, step, config.train.batch_size, **kwargs)
+    val_kwargs = {**kwargs, "augment": None}
+    val = lambda pool, i: fn(pool, config.data.val_seed, i, config.train.batch_size, **val_kwargs)
+    return train, val
+
+
+def _device_batch(batch: dict) -> dict:
+    # Bookkeeping fields (subject, frame, slice, centre) stay on the host.
+    return {k: v for k, v in batch.items() if k not in ("subject", "frame", "slice", "centre")}
+
+
+def num_steps(config, train_pool) -> int:
+    t = config.train
+    if t.epochs:
+        per_subject = {"vcn": config.data.n_slices, "carson": config.data.n_slices, "carmen": 1}[config.task]
+        return int(t.epochs * math.ceil(len(train_pool) * per_subject / t.batch_size))
+    return int(t.steps)
+
+
+class _Log:
+    def __init__(self, path: Path):
+        self.file = open(path, "a", encoding="utf-8")
+
+    def write(self, record: dict) -> None:
+        self.file.write(json.dumps(record, sort_keys=True) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _derived(metrics: dict) -> dict:
+    if all(k in metrics for k in ("dice_rv", "dice_myo", "dice_lv")):
+        metrics["dice_mean"] = float(np.mean([metrics["dice_rv"], metrics["dice_myo"], metrics["dice_lv"]]))
+    return metrics
+
+
+def train_and_evaluate(config, workdir) -> dict:
+    """Train per ``config`` in ``workdir`` (resuming if it holds checkpoints); returns the last evaluation."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_dict = json.loads(config.to_json_best_effort()) if hasattr(config, "to_json_best_effort") else dict(config)
+    atomic.write_text(workdir / "config.json", json.dumps(config_dict, indent=2, sort_keys=True))
+
+    # --- Set-up: devices, model, optimiser, state, data, steps. ---
+    plan = parallel.make_plan(config.train.parallel)
+    parallel.check_batch_size(config.train.batch_size, plan)
+    model_cfg = {**dict(config.model), "bn_axis_name": plan.axis_name}
+    init_fn, apply_fn = models.build(model_cfg)
+    tx = optax.adam(config.train.lr, b1=config.train.b1, b2=config.train.b2)
+    state = jax.jit(lambda rng: state_lib.create_train_state(init_fn, tx, rng))(jax.random.PRNGKey(config.seed))
+    loss_fn, metric_fn = tasks.make_task_fns(config.task, config.loss)
+    train_step = parallel.compile_step(
+        step_lib.make_train_step(apply_fn, tx, loss_fn, axis_name=plan.axis_name), plan)
+    eval_step = parallel.compile_step(step_lib.make_eval_step(apply_fn, metric_fn, axis_name=plan.axis_name),
+                                      plan, donate_state=False)
+
+    train_pool, val_pool = make_pools(config, workdir)
+    sample_train, sample_val = _sampler(config)
+    total = num_steps(config, train_pool)
+
+    ckpt = checkpointing.Checkpointer(workdir, every=config.train.ckpt_every, keep=config.train.keep,
+                                      best_metric=config.train.best_metric, best_mode=config.train.best_mode)
+    start = 0
+    if ckpt.latest_step() is not None:
+        state, _, _ = ckpt.restore(state)
+        start = int(state.step)
+        print(f"resumed from step {start} in {workdir}", file=sys.stderr)
+    state = parallel.replicate(state, plan)
+    log = _Log(workdir / "metrics.jsonl")
+
+    def evaluate(state, step: int) -> dict:
+        sums = [parallel.unreplicate(eval_step(state, parallel.shard_batch(_device_batch(sample_val(val_pool, i)),
+                                                                             plan)), plan)
+                for i in range(config.train.eval_batches)]
+        result = _derived(step_lib.combine_metric_sums(jax.device_get(sums)))
+        log.write({"step": step, "split": "val", **result})
+        print(f"step {step}: val " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(result.items())),
+              file=sys.stderr)
+        return result
+
+    # --- The loop. ---
+    last_eval: dict = {}
+    t0, t_last, s_last = time.time(), time.time(), start
+    for step in range(start, total):
+        batch = parallel.shard_batch(_device_batch(sample_train(train_pool, step)), plan)
+        state, metrics = train_step(state, batch)
+        done = step + 1
+
+        if done % config.train.log_every == 0 or done == total:
+            metrics = jax.device_get(parallel.unreplicate(metrics, plan))
+            loss = float(metrics["loss"])
+            if not math.isfinite(loss):
+                log.write({"step": done, "split": "train", "error": "non-finite loss"})
+                raise FloatingPointError(f"non-finite loss {loss} at step {done}; stopping (last good checkpoint: "
+                                         f"{ckpt.latest_step()})")
+            now = time.time()
+            rate = (done - s_last) / max(now - t_last, 1e-9)
+            t_last, s_last = now, done
+            log.write({"step": done, "split": "train", "steps_per_s": rate,
+                       **{k: float(v) for k, v in metrics.items()}})
+            eta = (total - done) / max(rate, 1e-9)
+            print(f"step {done}/{total} loss={loss:.4f} {rate:.2f} steps/s ETA {eta / 60:.1f} min",
+                  file=sys.stderr, flush=True)
+
+        if done % config.train.eval_every == 0 or done == total:
+            last_eval = evaluate(state, done)
+            ckpt.save_best(done, parallel.unreplicate(state, plan), last_eval, config_dict)
+        ckpt.maybe_save(done, parallel.unreplicate(state, plan), config_dict, {"data_position": done},
+                        force=done == total)
+
+    # --- Export the best state (or the final one) as the model to ship. ---
+    final = parallel.unreplicate(state, plan)
+    try:
+        best, _, _ = ckpt.restore(final, best=True)
+    except (FileNotFoundError, ValueError):
+        best = final
+    arch = models.architecture({**dict(config.model), "bn_axis_name": None})
+    checkpointing.save_variables(workdir / "model", jax.device_get(state_lib.variables(best)), arch)
+    ckpt.close()
+    log.close()
+    print(f"done: {total} steps in {(time.time() - t0) / 60:.1f} min; model in {workdir / 'model'}",
+          file=sys.stderr)
+    return last_eval
