@@ -98,3 +98,36 @@ def test_a_carmen_step_on_a_phantom_pair_lowers_its_loss(tmp_path):
         state, metrics = step(state, batch)
         losses.append(float(metrics["loss"]))
     assert losses[-1] < losses[0], losses
+
+
+def test_motion_errors_by_hand():
+    from train.ablation import motion_errors
+
+    spacing = np.array([[1.0, 2.0, 4.0]])
+    true = np.zeros((1, 2, 1, 1, 3))
+    pred = np.zeros((1, 2, 1, 1, 3))
+    true[0, 0, 0, 0] = [2.0, 0.0, 0.0]   # 2 mm along axis 0
+    pred[0, 0, 0, 0] = [0.0, 1.0, 0.0]   # 2 mm along axis 1: 90 degrees off, same magnitude
+    true[0, 1, 0, 0] = [0.0, 0.0, 0.1]   # 0.4 mm: too small for an angle
+    pred[0, 1, 0, 0] = [0.0, 0.0, 0.2]   # 0.8 mm
+    mask = np.ones((1, 2, 1, 1), bool)
+    out = motion_errors(pred, true, spacing, mask)
+    np.testing.assert_allclose(out["epe_mm"], (np.sqrt(8.0) + 0.4, 2))
+    np.testing.assert_allclose(out["angle_deg"], (90.0, 1))
+    np.testing.assert_allclose(out["magnitude_mm"], (0.0 + 0.4, 2))
+
+
+def test_ablation_grid_writes_its_table(tmp_path):
+    from train import ablation
+
+    base = _smoke("carmen", tmp_path / "cache", 1)
+    with base.unlocked():
+        base.train.eval_every = 1
+    rows = ablation.run(base, tmp_path / "abl", ["0", "0.5"], ["0.01"])
+    assert [(r["lambda_a"], r["lambda_s"]) for r in rows] == [(0.0, 0.01), (0.5, 0.01)]
+    table = (tmp_path / "abl" / "ablation.md").read_text()
+    assert "| 0.5 | 0.01 |" in table and all(np.isfinite(r["epe_mm"]) for r in rows)
+    # Re-running skips finished cells (no new training: the metrics log does not grow).
+    log = (tmp_path / "abl" / "la0.5_ls0.01" / "metrics.jsonl").read_text()
+    ablation.run(base, tmp_path / "abl", ["0.5"], ["0.01"])
+    assert (tmp_path / "abl" / "la0.5_ls0.01" / "metrics.jsonl").read_text() == log
