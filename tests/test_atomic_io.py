@@ -51,3 +51,17 @@ def test_atomic_directory_success_failure_and_overwrite(tmp_path):
     with pytest.raises(FileExistsError):
         with atomic.atomic_directory(out, overwrite=False):
             pass
+
+
+def test_results_get_ordinary_permissions(tmp_path):
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        atomic.write_text(tmp_path / "a.txt", "x")
+        with atomic.atomic_directory(tmp_path / "d") as d:
+            (d / "f").write_text("y")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755

@@ -1,0 +1,179 @@
+"""Load and save NIfTI volumes and 4D cines with their geometry.
+
+Conventions:
+
+* ``array``: the voxel values in the file's array order, ``(X, Y, Z)`` for a volume and ``(X, Y, Z, T)`` for a
+  cine; axes 0 and 1 in-plane, axis 2 the slice axis, axis 3 time. The on-disk dtype is kept when the header
+  carries no intensity scaling (``scl_slope`` 0/NaN or 1 with ``scl_inter`` 0); with scaling the values are
+  returned as float64 ``slope * stored + inter`` (nibabel's rule).
+* ``affine``: the 4x4 voxel-to-world matrix nibabel selects (sform if its code is > 0, else qform, else a
+  diagonal from the zooms), in mm: ``x_world = affine[:3, :3] @ index + affine[:3, 3]``.
+* ``spacing_mm``: the header zooms of the three spatial axes, in mm (``xyzt_units`` metre and micron are
+  converted; unknown spatial units are taken as mm, the NIfTI default in practice).
+* ``frame_interval_s``: ``pixdim[4]`` converted to seconds with the time unit of ``xyzt_units`` (``sec``,
+  ``msec``, ``usec``); ``None`` when the file has no time axis, ``pixdim[4]`` is not a positive finite number,
+  or the time unit is unknown or not a time (an unknown unit is ambiguous between ms and s, and ACDC-style
+  files store values that should not be trusted: callers then fall back on their own frame interval).
+
+Every problem with a file (missing, not NIfTI, truncated, wrong number of dimensions, NaN or Inf voxels,
+non-positive zooms) raises :class:`deepstrain_jax.errors.InputError` naming the file. Writes are atomic
+(:mod:`deepstrain_jax.io.atomic`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+
+from deepstrain_jax.errors import InputError
+
+_TIME_TO_S = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6}
+_SPACE_TO_MM = {"meter": 1e3, "mm": 1.0, "micron": 1e-3, "unknown": 1.0}
+
+
+@dataclasses.dataclass(frozen=True)
+class NiftiData:
+    """A loaded NIfTI file.
+
+    Attributes:
+      array: ``(X, Y, Z)`` or ``(X, Y, Z, T)`` voxel values (see the module docstring for the dtype rule).
+      affine: ``(4, 4)`` float64 voxel-to-world matrix in mm.
+      spacing_mm: ``(3,)`` float64 spatial voxel size in mm per array axis.
+      frame_interval_s: time between frames in seconds, or ``None`` when unknown.
+      path: the file it came from.
+    """
+
+    array: np.ndarray
+    affine: np.ndarray
+    spacing_mm: np.ndarray
+    frame_interval_s: float | None
+    path: str
+
+
+def _one_line(e: Exception) -> str:
+    # The CLI prints InputError as one line; some nibabel messages span several.
+    return f"{type(e).__name__}: " + " ".join(str(e).split())
+
+
+def _frame_interval_s(header, ndim: int) -> float | None:
+    if ndim < 4:
+        return None
+    dt = float(header["pixdim"][4])
+    _, time_unit = header.get_xyzt_units()
+    if not np.isfinite(dt) or dt <= 0 or time_unit not in _TIME_TO_S:
+        return None
+    return dt * _TIME_TO_S[time_unit]
+
+
+def load_nifti(path: str | os.PathLike, ndim: int | None = None, allow_nonfinite: bool = False) -> NiftiData:
+    """Load a NIfTI-1/2 file (``.nii`` or ``.nii.gz``) into memory with its geometry.
+
+    Args:
+      path: the file.
+      ndim: required number of array dimensions (3 or 4), or ``None`` for either. Trailing axes of size 1
+        beyond ``ndim`` are dropped (a 3D volume is often stored as ``(X, Y, Z, 1)``).
+      allow_nonfinite: accept NaN/Inf voxels (floating-point files only); by default they raise.
+    Returns:
+      :class:`NiftiData`.
+    Raises:
+      InputError: missing file, not a NIfTI image, truncated or unreadable data, wrong number of dimensions,
+        non-positive or non-finite spatial zooms, NaN/Inf voxels.
+    """
+    import nibabel as nib  # heavy-ish import kept local: the CLI imports this module lazily anyway
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise InputError("file not found", path)
+    try:
+        img = nib.load(path, mmap=False)
+    except Exception as e:  # nibabel raises ImageFileError, gzip/zlib errors, OSError, ValueError...
+        raise InputError(f"not a readable NIfTI image ({_one_line(e)})", path) from None
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise InputError(f"not a NIfTI image (nibabel read it as {type(img).__name__})", path)
+    try:
+        array = np.asanyarray(img.dataobj)
+    except Exception as e:  # a truncated .nii.gz fails here, not at nib.load
+        raise InputError(f"truncated or corrupt image data ({_one_line(e)})", path) from None
+    array = np.asarray(array)
+    while ndim is not None and array.ndim > ndim and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (3, 4) or (ndim is not None and array.ndim != ndim):
+        want = f"{ndim}D" if ndim is not None else "3D or 4D"
+        raise InputError(f"expected a {want} image, got shape {array.shape}", path)
+    if np.issubdtype(array.dtype, np.floating) and not allow_nonfinite and not np.all(np.isfinite(array)):
+        n_bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+        raise InputError(f"{n_bad} voxels are NaN or Inf", path)
+    header = img.header
+    space_unit, _ = header.get_xyzt_units()
+    to_mm = _SPACE_TO_MM.get(space_unit, 1.0)
+    spacing = np.asarray(header.get_zooms()[:3], dtype=np.float64) * to_mm
+    if spacing.shape != (3,) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
+        raise InputError(f"spatial voxel sizes (pixdim[1:4]) must be positive, got {spacing.tolist()}", path)
+    affine = np.asarray(img.affine, dtype=np.float64).copy()
+    affine[:3, :] *= to_mm
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) == 0:
+        raise InputError("the voxel-to-world affine is singular or not finite", path)
+    return NiftiData(array=array, affine=affine, spacing_mm=spacing,
+                     frame_interval_s=_frame_interval_s(header, array.ndim), path=path)
+
+
+def load_cine(path: str | os.PathLike) -> NiftiData:
+    """Load a 4D cine ``(X, Y, Z, T)``: :func:`load_nifti` with ``ndim=4``."""
+    return load_nifti(path, ndim=4)
+
+
+def load_volume(path: str | os.PathLike) -> NiftiData:
+    """Load a 3D volume ``(X, Y, Z)`` (image or label map): :func:`load_nifti` with ``ndim=3``."""
+    return load_nifti(path, ndim=3)
+
+
+def to_nifti_image(array, affine, frame_interval_s: float | None = None):
+    """Build a ``nibabel.Nifti1Image`` with qform = sform = ``affine`` (code 1, scanner) and units mm / s.
+
+    The array is stored with its own dtype and no intensity scaling. ``pixdim[1:4]`` are the column norms of
+    ``affine[:3, :3]``; for a 4D array ``pixdim[4] = frame_interval_s`` (seconds, ``xyzt_units`` = mm, sec).
+    NIfTI stores the affine in float32: pass a float32-representable affine for a bit-exact round trip.
+
+    Args:
+      array: ``(X, Y, Z)`` or ``(X, Y, Z, T)`` numeric array.
+      affine: ``(4, 4)`` voxel-to-world matrix in mm, invertible.
+      frame_interval_s: positive frame interval for a 4D array (``None`` writes ``pixdim[4] = 0``).
+    """
+    import nibabel as nib
+
+    array = np.asarray(array)
+    affine = np.asarray(affine, dtype=np.float64)
+    if array.ndim not in (3, 4):
+        raise ValueError(f"array must be 3D or 4D, got shape {array.shape}")
+    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)) or np.linalg.det(affine[:3, :3]) == 0:
+        raise ValueError(f"affine must be a finite invertible 4x4 matrix, got {affine!r}")
+    if frame_interval_s is not None and not (np.isfinite(frame_interval_s) and frame_interval_s > 0):
+        raise ValueError(f"frame_interval_s must be positive, got {frame_interval_s}")
+    if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+        raise ValueError("array contains NaN or Inf")
+    img = nib.Nifti1Image(array, affine)
+    header = img.header
+    header.set_data_dtype(array.dtype)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    header.set_xyzt_units("mm", "sec")
+    zooms = list(np.linalg.norm(affine[:3, :3], axis=0))
+    if array.ndim == 4:
+        zooms.append(float(frame_interval_s) if frame_interval_s is not None else 0.0)
+    header.set_zooms(zooms)
+    header["scl_slope"] = 1.0
+    header["scl_inter"] = 0.0
+    return img
+
+
+def save_nifti(path: str | os.PathLike, array, affine, frame_interval_s: float | None = None) -> None:
+    """Write ``array`` to ``path`` (``.nii`` or ``.nii.gz``) atomically; see :func:`to_nifti_image`."""
+    import nibabel as nib
+
+    from deepstrain_jax.io.atomic import atomic_path
+
+    img = to_nifti_image(array, affine, frame_interval_s)
+    with atomic_path(path) as tmp:
+        nib.save(img, os.fspath(tmp))
