@@ -20,6 +20,7 @@ def get_config(arg: str = "cpu"):
         c.model.input_shape = (32, 32, 8, 2)
         c.train.batch_size = 4
     elif arg == "cpu":
+        c.model.gf = 12
         c.loss.lambda_epe = 0.05       # phantoms know the truth: a little supervision goes a long way
         c.train.batch_size, c.train.steps, c.train.lr = 4, 3000, 1e-3
     elif arg == "paper":

@@ -14,6 +14,7 @@ def get_config(arg: str = "cpu"):
         common.smoke(c)
         c.model.input_shape = (32, 32, 1)
     elif arg == "cpu":
+        c.model.gf = 12
         c.loss.ce_weight = 0.5         # CE speeds up early training; the paper's CarSON2D-MDC is Dice only
         c.train.batch_size, c.train.steps, c.train.lr = 16, 3000, 1e-3
     elif arg == "paper":

@@ -36,6 +36,9 @@ def base_config(task: str, arg: str) -> ml_collections.ConfigDict:
     c.data.inplane_mm = 1.25
     c.data.centre_jitter_mm = 5.0
     c.data.acquisition = {}            # fixed phantom.scanner.Acquisition fields (default: drawn per subject)
+    c.data.cache_mb = 2048             # in-memory subject cache (a default phantom subject is ~110 MB)
+    c.data.prefetch_subjects = False   # build every subject before the first step (progress on stderr)
+    c.data.prefetch_workers = 1        # processes for that (rendering runs on the CPU in them)
 
     c.augment = ml_collections.ConfigDict({"enabled": True, "rotation_deg": 180.0, "translation_vox": 10.0,
                                            "mirror_prob": 0.5, "gamma": (0.7, 1.5)})
@@ -46,6 +49,7 @@ def base_config(task: str, arg: str) -> ml_collections.ConfigDict:
     c.train.parallel = "jit"           # "jit" (one-axis data mesh) or "pmap"
     c.train.batch_size = 8
     c.train.steps = 1000
+    c.train.max_minutes = 0.0          # > 0: stop (evaluate, save, export) once this much wall time has passed
     c.train.epochs = 0                 # > 0: steps = epochs * ceil(examples / batch_size) instead of `steps`
     c.train.lr = 5e-4
     c.train.b1 = 0.9

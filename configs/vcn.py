@@ -13,6 +13,7 @@ def get_config(arg: str = "cpu"):
         common.smoke(c)
         c.model.input_shape = (16, 16, 1)
     elif arg == "cpu":
+        c.model.gf = 8
         c.train.batch_size, c.train.steps, c.train.lr = 8, 1500, 1e-3
     elif arg == "paper":
         c.model.gf, c.model.depth = 64, 7

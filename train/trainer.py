@@ -16,6 +16,7 @@ It stops with an error on a non-finite loss. Progress (step, loss, steps/s, ETA)
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import math
 import sys
@@ -49,15 +50,15 @@ def make_pools(config, workdir: Path):
             kwargs["n_frames"] = d.n_frames
         kwargs.update(dict(config.data.get("acquisition", {})))
         train = pools.PhantomPool(config.seed, d.pool_size, cfg=cfg, phenotypes=tuple(d.phenotypes),
-                                  cache_dir=cache, **kwargs)
+                                  cache_dir=cache, cache_mb=d.cache_mb, **kwargs)
         val = pools.PhantomPool(d.val_seed, d.val_size, cfg=val_cfg, phenotypes=tuple(d.phenotypes),
-                                cache_dir=cache, **kwargs)
+                                cache_dir=cache, cache_mb=d.cache_mb, **kwargs)
         return train, val
     if d.source == "acdc":
         if not d.root:
             raise ValueError("config.data.root must name an ACDC-layout folder when data.source == 'acdc'")
-        train = pools.AcdcPool(d.root, cfg=cfg, cache_dir=cache, jitter_seed=config.seed)
-        val = pools.AcdcPool(d.val_root or d.root, cfg=val_cfg, cache_dir=cache)
+        train = pools.AcdcPool(d.root, cfg=cfg, cache_dir=cache, jitter_seed=config.seed, cache_mb=d.cache_mb)
+        val = pools.AcdcPool(d.val_root or d.root, cfg=val_cfg, cache_dir=cache, cache_mb=d.cache_mb)
         return train, val
     raise ValueError(f"config.data.source must be 'phantom' or 'acdc', got {d.source!r}")
 
@@ -153,13 +154,25 @@ def train_and_evaluate(config, workdir) -> dict:
               file=sys.stderr)
         return result
 
-    # --- The loop. ---
+    if config.data.prefetch_subjects and hasattr(train_pool, "prefetch"):
+        train_pool.prefetch(workers=config.data.prefetch_workers)
+        val_pool.prefetch(workers=config.data.prefetch_workers)
+
+    # --- The loop. Host batches are prepared one step ahead in a thread (numpy/scipy release the GIL). ---
     last_eval: dict = {}
     t0, t_last, s_last = time.time(), time.time(), start
+    budget_s = 60.0 * config.train.max_minutes if config.train.max_minutes else math.inf
+    executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    upcoming = executor.submit(sample_train, train_pool, start) if start < total else None
     for step in range(start, total):
-        batch = parallel.shard_batch(_device_batch(sample_train(train_pool, step)), plan)
+        host_batch = upcoming.result()
+        upcoming = executor.submit(sample_train, train_pool, step + 1) if step + 1 < total else None
+        batch = parallel.shard_batch(_device_batch(host_batch), plan)
         state, metrics = train_step(state, batch)
         done = step + 1
+        out_of_time = time.time() - t0 > budget_s
+        if out_of_time:
+            total = done  # stop here: log, evaluate, save and export as at the planned end
 
         if done % config.train.log_every == 0 or done == total:
             metrics = jax.device_get(parallel.unreplicate(metrics, plan))
@@ -182,6 +195,10 @@ def train_and_evaluate(config, workdir) -> dict:
             ckpt.save_best(done, parallel.unreplicate(state, plan), last_eval, config_dict)
         ckpt.maybe_save(done, parallel.unreplicate(state, plan), config_dict, {"data_position": done},
                         force=done == total)
+        if out_of_time:
+            print(f"time budget of {config.train.max_minutes} min reached at step {done}", file=sys.stderr)
+            break
+    executor.shutdown(wait=True)
 
     # --- Export the best state (or the final one) as the model to ship. ---
     final = parallel.unreplicate(state, plan)
