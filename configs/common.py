@@ -23,7 +23,7 @@ def base_config(task: str, arg: str) -> ml_collections.ConfigDict:
     c.data.source = "phantom"          # "phantom" (generated on the fly) or "acdc" (a folder in the ACDC layout)
     c.data.root = ""                   # ACDC-layout folder when source == "acdc"
     c.data.val_root = ""               # optional separate validation folder (default: phantoms / a split)
-    c.data.pool_size = 64              # phantom subjects (made lazily, cached)
+    c.data.pool_size = 96              # phantom subjects (made lazily, cached)
     c.data.val_size = 10               # held-out phantom subjects (their own seed)
     c.data.val_seed = 10_000
     c.data.cache_dir = ""              # disk cache of pre-processed subjects ("" -> <workdir>/data_cache)
@@ -39,6 +39,7 @@ def base_config(task: str, arg: str) -> ml_collections.ConfigDict:
     c.data.cache_mb = 2048             # in-memory subject cache (a default phantom subject is ~110 MB)
     c.data.prefetch_subjects = False   # build every subject before the first step (progress on stderr)
     c.data.prefetch_workers = 1        # processes for that (rendering runs on the CPU in them)
+    c.data.loader_threads = 1          # host batches prepared this many steps ahead, in threads
 
     c.augment = ml_collections.ConfigDict({"enabled": True, "rotation_deg": 180.0, "translation_vox": 10.0,
                                            "mirror_prob": 0.5, "gamma": (0.7, 1.5)})

@@ -16,6 +16,7 @@ It stops with an error on a non-finite loss. Progress (step, loss, steps/s, ETA)
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import json
 import math
@@ -158,15 +159,19 @@ def train_and_evaluate(config, workdir) -> dict:
         train_pool.prefetch(workers=config.data.prefetch_workers)
         val_pool.prefetch(workers=config.data.prefetch_workers)
 
-    # --- The loop. Host batches are prepared one step ahead in a thread (numpy/scipy release the GIL). ---
+    # --- The loop. Host batches are prepared ``data.loader_threads`` steps ahead in threads (numpy and
+    # scipy release the GIL); each is a pure function of (seed, step), so the order of completion is moot. ---
     last_eval: dict = {}
     t0, t_last, s_last = time.time(), time.time(), start
     budget_s = 60.0 * config.train.max_minutes if config.train.max_minutes else math.inf
-    executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-    upcoming = executor.submit(sample_train, train_pool, start) if start < total else None
+    ahead = max(1, int(config.data.loader_threads))
+    executor = concurrent.futures.ThreadPoolExecutor(max_workers=ahead)
+    upcoming = collections.deque(executor.submit(sample_train, train_pool, k)
+                                 for k in range(start, min(start + ahead, total)))
     for step in range(start, total):
-        host_batch = upcoming.result()
-        upcoming = executor.submit(sample_train, train_pool, step + 1) if step + 1 < total else None
+        host_batch = upcoming.popleft().result()
+        if step + ahead < total:
+            upcoming.append(executor.submit(sample_train, train_pool, step + ahead))
         batch = parallel.shard_batch(_device_batch(host_batch), plan)
         state, metrics = train_step(state, batch)
         done = step + 1
@@ -198,7 +203,7 @@ def train_and_evaluate(config, workdir) -> dict:
         if out_of_time:
             print(f"time budget of {config.train.max_minutes} min reached at step {done}", file=sys.stderr)
             break
-    executor.shutdown(wait=True)
+    executor.shutdown(wait=True, cancel_futures=True)
 
     # --- Export the best state (or the final one) as the model to ship. ---
     final = parallel.unreplicate(state, plan)
