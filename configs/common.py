@@ -23,8 +23,8 @@ def base_config(task: str, arg: str) -> ml_collections.ConfigDict:
     c.data.source = "phantom"          # "phantom" (generated on the fly) or "acdc" (a folder in the ACDC layout)
     c.data.root = ""                   # ACDC-layout folder when source == "acdc"
     c.data.val_root = ""               # optional separate validation folder (default: phantoms / a split)
-    c.data.pool_size = 96              # phantom subjects (made lazily, cached)
-    c.data.val_size = 10               # held-out phantom subjects (their own seed)
+    c.data.pool_size = 40              # phantom subjects (made lazily, cached)
+    c.data.val_size = 5                # held-out phantom subjects (their own seed)
     c.data.val_seed = 10_000
     c.data.cache_dir = ""              # disk cache of pre-processed subjects ("" -> <workdir>/data_cache)
     c.data.phenotypes = PHENOTYPES
