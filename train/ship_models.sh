@@ -14,17 +14,7 @@ mkdir -p "$runs"
 common=(--config.data.cache_dir="$runs/data_cache" --config.data.cache_mb=16000 --config.train.max_minutes="$minutes")
 
 # Fill the shared subject cache once (the three configs share the data settings that key the cache).
-$py - "$runs/data_cache" "$workers" <<'PY'
-import sys
-from pathlib import Path
-from configs import carmen
-from train import trainer
-config = carmen.get_config("cpu")
-config.data.cache_dir = sys.argv[1]
-train_pool, val_pool = trainer.make_pools(config, Path(sys.argv[1]))
-train_pool.prefetch(workers=int(sys.argv[2]))
-val_pool.prefetch(workers=int(sys.argv[2]))
-PY
+$py -m train.prefetch --config=configs/carmen.py:cpu --cache_dir="$runs/data_cache" --workers="$workers"
 
 pids=()
 for name in vcn carson carmen; do
