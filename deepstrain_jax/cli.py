@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 from typing import Sequence
@@ -32,7 +33,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def use_fast_cpu_convolutions() -> None:
+    """Add the XLA:CPU flag under which the networks run fastest (``models.conv``), unless the user set XLA_FLAGS
+    for it. Must run before JAX's first computation (JAX reads XLA_FLAGS when the backend starts)."""
+    from deepstrain_jax.models.conv import RECOMMENDED_CPU_XLA_FLAGS
+
+    flags = os.environ.get("XLA_FLAGS", "")
+    name = RECOMMENDED_CPU_XLA_FLAGS.split("=")[0]
+    if name not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} {RECOMMENDED_CPU_XLA_FLAGS}".strip()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    use_fast_cpu_convolutions()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

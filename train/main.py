@@ -19,6 +19,9 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from deepstrain_jax.cli import use_fast_cpu_convolutions
+
+    use_fast_cpu_convolutions()
     # Orbax logs every file operation at INFO; keep the console to the trainer's own progress lines.
     logging.set_verbosity(logging.WARNING)
     if FLAGS.multihost:
