@@ -76,8 +76,11 @@ def make_carmen_fns(*, lambda_i: float = 0.01, lambda_a: float = 0.5, lambda_s: 
                     legacy_softmax: bool = False) -> tuple[Callable, Callable]:
     def epe_mm(u_vox, batch):
         spacing = batch["spacing_mm"][:, None, None, None, :]
-        err = jnp.linalg.norm((u_vox - batch["u_vox"]) * spacing, axis=-1)
-        return err
+        sq = jnp.sum(((u_vox - batch["u_vox"]) * spacing) ** 2, axis=-1)
+        # The norm's gradient is 0/0 where the error vanishes (identity pairs, exact predictions): take the
+        # square root where it is positive only, so one such voxel cannot turn every gradient into NaN.
+        positive = sq > 0
+        return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
 
     def loss_fn(u_vox, batch, rng):
         v = batch["inputs"]
