@@ -116,18 +116,25 @@ def plan_crop(full_shape: Sequence[int], centre_vox: Sequence[float], size: int 
     return Crop(start, int(size), tuple(int(n) for n in full_shape[:2]))
 
 
+def _overlap(crop: Crop) -> tuple[tuple[slice, slice], tuple[slice, slice]]:
+    """The in-plane slices where the window and the grid overlap: ``(on the full grid, in the window)``."""
+    full, window = [], []
+    for d in range(2):
+        lo, hi = max(crop.start[d], 0), min(crop.start[d] + crop.size, crop.full_shape[d])
+        hi = max(hi, lo)
+        full.append(slice(lo, hi))
+        window.append(slice(lo - crop.start[d], hi - crop.start[d]))
+    return tuple(full), tuple(window)
+
+
 def apply_crop(volume, crop: Crop, *, fill: float = 0.0) -> np.ndarray:
     """Cut the window out of ``volume`` (in-plane axes first), padding with ``fill`` where it overhangs."""
     volume = np.asarray(volume)
     if tuple(volume.shape[:2]) != crop.full_shape:
         raise ValueError(f"volume of shape {volume.shape} does not match the crop's grid {crop.full_shape}")
     out = np.full((crop.size, crop.size) + volume.shape[2:], fill, dtype=volume.dtype)
-    src, dst = [], []
-    for d in range(2):
-        lo, hi = max(crop.start[d], 0), min(crop.start[d] + crop.size, crop.full_shape[d])
-        src.append(slice(lo, max(hi, lo)))
-        dst.append(slice(lo - crop.start[d], max(hi, lo) - crop.start[d]))
-    out[dst[0], dst[1]] = volume[src[0], src[1]]
+    full, window = _overlap(crop)
+    out[window] = volume[full]
     return out
 
 
@@ -135,12 +142,8 @@ def invert_crop(cropped, crop: Crop, *, fill: float = 0.0) -> np.ndarray:
     """Paste a cropped array back into a ``fill``-valued array on the full grid (the overhang is dropped)."""
     cropped = np.asarray(cropped)
     out = np.full(crop.full_shape + cropped.shape[2:], fill, dtype=cropped.dtype)
-    src, dst = [], []
-    for d in range(2):
-        lo, hi = max(crop.start[d], 0), min(crop.start[d] + crop.size, crop.full_shape[d])
-        dst.append(slice(lo, max(hi, lo)))
-        src.append(slice(lo - crop.start[d], max(hi, lo) - crop.start[d]))
-    out[dst[0], dst[1]] = cropped[src[0], src[1]]
+    full, window = _overlap(crop)
+    out[full] = cropped[window]
     return out
 
 
