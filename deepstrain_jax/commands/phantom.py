@@ -46,7 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 class _ProgressBar:
     """A one-line progress bar on stderr (redrawn in place on a terminal, one line per patient otherwise)."""
 
-    def __init__(self, stream=sys.stderr, width: int = 30):
+    def __init__(self, stream=None, width: int = 30):
+        # sys.stderr looked up now, not at import: it may have been replaced since (redirection, test capture).
+        stream = sys.stderr if stream is None else stream
         self.stream, self.width, self.start = stream, width, time.perf_counter()
         self.tty = hasattr(stream, "isatty") and stream.isatty()
 
