@@ -46,7 +46,7 @@ def check_spacing(spacing_mm, n: int = 3) -> np.ndarray:
     """Return ``spacing_mm`` as a float64 ``(n,)`` array after checking it is finite and positive."""
     s = np.asarray(spacing_mm, dtype=np.float64)
     if s.shape != (n,):
-        raise ValueError(f"spacing_mm must have {n} entries (mm per array axis), got shape {s.shape}")
+        raise ValueError(f"spacing_mm must have {n} entries, one entry per array axis (mm), got shape {s.shape}")
     if not np.all(np.isfinite(s)) or np.any(s <= 0):
-        raise ValueError(f"spacing_mm must be finite and positive, got {s.tolist()}")
+        raise ValueError(f"spacing_mm must be positive and finite, got {s.tolist()}")
     return s

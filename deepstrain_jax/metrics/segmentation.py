@@ -22,6 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import ndimage
 
+from deepstrain_jax.cardiac.labels import check_spacing
+
 ACDC_LABELS = (1, 2, 3)
 
 
@@ -101,15 +103,6 @@ def dice_jnp(a, b, labels: Sequence[int] = ACDC_LABELS, both_empty: float = 1.0)
     return jnp.where(size > 0, value, jnp.asarray(both_empty, dtype=value.dtype))
 
 
-def _check_spacing(spacing_mm, ndim: int) -> np.ndarray:
-    spacing = np.asarray(spacing_mm, dtype=np.float64)
-    if spacing.shape != (ndim,):
-        raise ValueError(f"spacing_mm must have one entry per array axis ({ndim}), got shape {spacing.shape}")
-    if not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
-        raise ValueError(f"spacing_mm must be positive and finite, got {spacing.tolist()}")
-    return spacing
-
-
 def _surface(mask: np.ndarray) -> np.ndarray:
     structure = ndimage.generate_binary_structure(mask.ndim, 1)
     # border_value=0: the outside of the array is background, so border voxels are surface (as medpy).
@@ -133,7 +126,7 @@ def surface_distances(a, b, spacing_mm) -> tuple[np.ndarray, np.ndarray]:
     a, b = _check_same_shape(a, b)
     if a.ndim < 1:
         raise ValueError("masks must have at least one axis")
-    spacing = _check_spacing(spacing_mm, a.ndim)
+    spacing = check_spacing(spacing_mm, a.ndim)
     a = a.astype(bool)
     b = b.astype(bool)
     for name, m in (("a", a), ("b", b)):
