@@ -1,0 +1,287 @@
+"""One subject's ``results.json`` as a single self-contained HTML page.
+
+The page has inline CSS, PNG figures embedded as ``data:image/png;base64,...``, no JavaScript and no
+external URLs, so it can be mailed or archived as one file. Every string taken from ``results`` is
+HTML-escaped. No date or other varying field is written: equal inputs give an identical page. Missing, None,
+NaN or infinite values show as "n/a"; optional sections that are None (``strain.strain_rate_per_s``,
+``aha`` when segmentation failed, ...) or absent do not break the page.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import numbers
+
+AHA_SEGMENT_NAMES = (
+    "basal anterior", "basal anteroseptal", "basal inferoseptal",
+    "basal inferior", "basal inferolateral", "basal anterolateral",
+    "mid anterior", "mid anteroseptal", "mid inferoseptal",
+    "mid inferior", "mid inferolateral", "mid anterolateral",
+    "apical anterior", "apical septal", "apical inferior", "apical lateral",
+    "apex",
+)  # AHA 17-segment model, Cerqueira et al., Circulation 2002; index i is segment i + 1
+
+NA = "n/a"
+DIRECTIONS = ("radial", "circumferential", "longitudinal")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+_CSS = """
+body { font-family: "DejaVu Sans", Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 62em;
+       color: #222; line-height: 1.35; padding: 0 1em; }
+h1 { font-size: 1.5em; margin-bottom: 0.2em; }
+h2 { font-size: 1.15em; border-bottom: 1px solid #ccc; padding-bottom: 0.15em; margin-top: 1.6em; }
+p.meta { color: #555; margin-top: 0; }
+table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.92em; }
+th, td { border: 1px solid #d0d0d0; padding: 0.25em 0.6em; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+th { background: #f0f0f0; }
+.warnings { border: 2px solid #c0392b; background: #fdecea; padding: 0.5em 1em; margin: 1em 0; }
+.warnings h2 { border: none; margin: 0.2em 0; color: #c0392b; }
+.ok { color: #2e7d32; }
+figure { display: inline-block; margin: 0.5em 1em 0.5em 0; vertical-align: top; }
+figure img { max-width: 100%; border: 1px solid #e0e0e0; }
+figcaption { font-size: 0.9em; color: #555; text-align: center; }
+"""
+
+
+# ------------------------------------------------------------------------------------------ formatting
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _fmt(value, decimals: int = 2) -> str:
+    """Escaped HTML text of one value: numbers with ``decimals`` digits, None/NaN/inf as "n/a"."""
+    if value is None:
+        return NA
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if isinstance(value, numbers.Real):
+        v = float(value)
+        return f"{v:.{decimals}f}" if math.isfinite(v) else NA
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_fmt(v, decimals) for v in value) if value else NA
+    if isinstance(value, dict):
+        return ", ".join(f"{html.escape(str(k))}: {_fmt(v, decimals)}" for k, v in value.items()) or NA
+    return html.escape(str(value)) or NA
+
+
+def _fmt_dims(values) -> str:
+    """``[a, b, c]`` as ``a &times; b &times; c`` (shapes, spacings), numbers in ``%g`` form."""
+    if not isinstance(values, (list, tuple)) or not values:
+        return _fmt(values)
+    return " &times; ".join(f"{v:g}" if _is_number(v) and math.isfinite(v) else _fmt(v) for v in values)
+
+
+def _cell(text: str, numeric: bool = False) -> str:
+    return f'<td class="num">{text}</td>' if numeric else f"<td>{text}</td>"
+
+
+def _table(header: list[str], rows: list[list[str]], numeric_from: int = 1) -> str:
+    """A table; ``header`` is plain text (escaped here), ``rows`` are escaped cell texts."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(_cell(c, i >= numeric_from) for i, c in enumerate(row)) + "</tr>\n"
+                   for row in rows)
+    return f"<table>\n<tr>{head}</tr>\n{body}</table>\n"
+
+
+def _kv_table(rows: list[tuple[str, str]]) -> str:
+    """Two-column table of (plain-text label, escaped value)."""
+    body = "".join(f"<tr><th>{html.escape(k)}</th><td>{v}</td></tr>\n" for k, v in rows)
+    return f"<table>\n{body}</table>\n"
+
+
+def _dict(parent, key: str) -> dict:
+    value = parent.get(key) if isinstance(parent, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
+def _item(values, index: int):
+    if hasattr(values, "__len__") and not isinstance(values, (str, bytes, dict)) and 0 <= index < len(values):
+        return values[index]
+    return None
+
+
+# ------------------------------------------------------------------------------------------- sections
+
+
+def _warnings_box(qc: dict) -> str:
+    warnings = qc.get("warnings")
+    if not warnings:
+        return ""
+    if isinstance(warnings, str):
+        warnings = [warnings]
+    items = "".join(f"<li>{_fmt(w)}</li>\n" for w in warnings)
+    return f'<div class="warnings">\n<h2>Warnings ({len(warnings)})</h2>\n<ul>\n{items}</ul>\n</div>\n'
+
+
+def _input_section(results: dict) -> str:
+    inp = _dict(results, "input")
+    interval = _fmt(inp.get("frame_interval_s"), 4)
+    if inp.get("frame_interval_source") is not None:
+        interval += f" (from {_fmt(inp.get('frame_interval_source'))})"
+    rows = [("path", _fmt(inp.get("path"))), ("kind", _fmt(inp.get("kind"))),
+            ("shape (X, Y, Z, T)", _fmt_dims(inp.get("shape"))),
+            ("spacing (mm)", _fmt_dims(inp.get("spacing_mm"))),
+            ("frame interval (s)", interval), ("slice axis", _fmt(inp.get("slice_axis"))),
+            ("slice order", _fmt(inp.get("slice_order"))), ("group", _fmt(inp.get("group")))]
+    out = "<h2>Input</h2>\n" + _kv_table(rows)
+    models = _dict(results, "models")
+    if models:
+        model_rows = []
+        for name, info in models.items():
+            info = info if isinstance(info, dict) else {}
+            extra = {k: v for k, v in info.items() if k not in ("source", "family")}
+            model_rows.append([_fmt(name), _fmt(info.get("source")), _fmt(info.get("family")),
+                               _fmt(extra) if extra else ""])
+        out += "<h3>Models</h3>\n" + _table(["model", "source", "family", "other"], model_rows, numeric_from=9)
+    return out
+
+
+def _frame_text(frame, source, time_s) -> str:
+    text = _fmt(frame)
+    if isinstance(frame, numbers.Integral) and not isinstance(frame, bool):
+        t = _item(time_s, int(frame))
+        if _is_number(t) and math.isfinite(t):
+            text += f" (t = {_fmt(t, 3)} s)"
+    if source is not None:
+        text += f", from {_fmt(source)}"
+    return text
+
+
+def _frames_section(results: dict) -> str:
+    frames = _dict(results, "frames")
+    time_s = frames.get("time_s")
+    rows = [("frames", _fmt(frames.get("n"))),
+            ("end-diastole (ED)", _frame_text(frames.get("ed"), frames.get("ed_source"), time_s)),
+            ("end-systole (ES)", _frame_text(frames.get("es"), frames.get("es_source"), time_s))]
+    return "<h2>Cardiac phases</h2>\n" + _kv_table(rows)
+
+
+def _volumes_section(results: dict) -> str:
+    vol = _dict(results, "volumes")
+    rows = []
+    for name, prefix in (("LV", "lv"), ("RV", "rv")):
+        rows.append([name] + [_fmt(vol.get(f"{prefix}_{k}"), 1)
+                              for k in ("edv_ml", "esv_ml", "sv_ml", "ef_pct", "mass_g")])
+    return "<h2>Volumes</h2>\n" + _table(["", "EDV (mL)", "ESV (mL)", "SV (mL)", "EF (%)", "mass (g)"], rows)
+
+
+def _strain_section(results: dict) -> str:
+    strain = _dict(results, "strain")
+    indices = _dict(strain, "indices")
+    names = list(DIRECTIONS) + [k for k in indices if k not in DIRECTIONS]
+    columns = (("ess_pct", 1), ("peak_pct", 1), ("time_to_peak_s", 3), ("srs_per_s", 2), ("time_srs_s", 3),
+               ("sre_per_s", 2), ("time_sre_s", 3))
+    rows = []
+    for name in names:
+        idx = _dict(indices, name)
+        rows.append([_fmt(name)] + [_fmt(idx.get(key), d) for key, d in columns])
+    header = ["direction", "ESS (%)", "peak (%)", "time to peak (s)", "SRs (1/s)", "time SRs (s)",
+              "SRe (1/s)", "time SRe (s)"]
+    out = "<h2>Global strain</h2>\n" + _table(header, rows)
+    if strain.get("strain_rate_per_s") is None:
+        out += "<p>Strain-rate curves: n/a.</p>\n"
+    return out
+
+
+def _aha_section(results: dict) -> str:
+    aha = results.get("aha")
+    if not isinstance(aha, dict):
+        return "<h2>AHA segments</h2>\n<p>AHA segment analysis: n/a.</p>\n"
+    n = aha.get("n_segments")
+    n = n if isinstance(n, numbers.Integral) and 1 <= n <= 17 else 17
+    ess = _dict(aha, "ess_pct")
+    rows = []
+    for i in range(n):
+        rows.append([str(i + 1), AHA_SEGMENT_NAMES[i], _fmt(_item(aha.get("voxels"), i))]
+                    + [_fmt(_item(ess.get(d), i), 1) for d in DIRECTIONS])
+    header = ["segment", "name", "voxels"] + [f"{d} ESS (%)" for d in DIRECTIONS]
+    return "<h2>AHA segments</h2>\n" + _table(header, rows, numeric_from=2)
+
+
+def _figures_section(images: dict) -> str:
+    if not images:
+        return ""
+    figures = []
+    for key, png in images.items():
+        if not isinstance(png, (bytes, bytearray, memoryview)) or not bytes(png[:8]) == _PNG_SIGNATURE:
+            raise ValueError(f"images[{key!r}] must be PNG bytes")
+        caption = html.escape(str(key))
+        data = base64.b64encode(bytes(png)).decode("ascii")
+        figures.append(f'<figure><img src="data:image/png;base64,{data}" alt="{caption}">'
+                       f"<figcaption>{caption}</figcaption></figure>\n")
+    return "<h2>Figures</h2>\n" + "".join(figures)
+
+
+def _qc_section(results: dict) -> str:
+    qc = _dict(results, "qc")
+    det_f = _dict(qc, "det_f")
+    closure = _dict(qc, "cycle_closure_mm")
+    rows = [("folded fraction", _fmt(qc.get("folded_fraction"), 4)),
+            ("det F (min / p01 / median / p99 / max)",
+             " / ".join(_fmt(det_f.get(k), 3) for k in ("min", "p01", "median", "p99", "max"))),
+            ("cycle closure (mm, mean / p95)", " / ".join(_fmt(closure.get(k), 2) for k in ("mean", "p95"))),
+            ("LV centre from", _fmt(qc.get("centre_source"))),
+            ("crop overhang (voxels)", _fmt(qc.get("crop_overhang_vox")))]
+    known = {"folded_fraction", "det_f", "cycle_closure_mm", "centre_source", "crop_overhang_vox", "warnings"}
+    rows += [(str(k), _fmt(v, 3)) for k, v in qc.items() if k not in known]
+    warnings = qc.get("warnings")
+    if warnings:
+        warnings = [warnings] if isinstance(warnings, str) else warnings
+        rows.append(("warnings", "<ul>" + "".join(f"<li>{_fmt(w)}</li>" for w in warnings) + "</ul>"))
+    else:
+        rows.append(("warnings", '<span class="ok">none</span>'))
+    return "<h2>Quality control</h2>\n" + _kv_table(rows)
+
+
+def _outputs_section(results: dict) -> str:
+    outputs = _dict(results, "outputs")
+    if not outputs:
+        return ""
+    return "<h2>Output files</h2>\n" + _kv_table([(str(k), _fmt(v)) for k, v in outputs.items()])
+
+
+# ----------------------------------------------------------------------------------------------- page
+
+
+def render_report(results: dict, images: dict[str, bytes], *, title: str | None = None) -> str:
+    """Render one subject's results as a self-contained HTML page.
+
+    Sections: header (subject, software name and version, results schema), a warnings box when
+    ``qc.warnings`` is non-empty, input and models, ED/ES frames, volumes, global strain indices, AHA
+    segment table (:data:`AHA_SEGMENT_NAMES`), the figures (``images`` in insertion order, captioned with
+    their key), quality control and output files.
+
+    Args:
+      results: the ``results.json`` dict of one subject (schema ``deepstrain-jax/results`` version 1);
+        missing keys and None sections are shown as "n/a".
+      images: ``{caption: PNG bytes}``, embedded as base64 data URIs.
+      title: page title; default ``"DeepStrain report: {subject}"``.
+    Returns:
+      the HTML page (str). No date is included, so the output depends only on the arguments.
+    Raises:
+      TypeError: ``results`` is not a dict.
+      ValueError: an image is not PNG bytes.
+    """
+    if not isinstance(results, dict):
+        raise TypeError(f"results must be a dict, got {type(results).__name__}")
+    subject = results.get("subject")
+    if title is None:
+        title = "DeepStrain report" if subject is None else f"DeepStrain report: {subject}"
+    software = _dict(results, "software")
+    meta = [f"subject: {_fmt(subject)}",
+            f"software: {_fmt(software.get('name'))} {_fmt(software.get('version'))}",
+            f"results schema: {_fmt(results.get('schema'))} v{_fmt(results.get('schema_version'))}"]
+    body = [f"<h1>{html.escape(title)}</h1>\n", f'<p class="meta">{" &middot; ".join(meta)}</p>\n',
+            _warnings_box(_dict(results, "qc")), _input_section(results), _frames_section(results),
+            _volumes_section(results), _strain_section(results), _aha_section(results),
+            _figures_section(images), _qc_section(results), _outputs_section(results)]
+    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+            + "".join(body) + "</body>\n</html>\n")
