@@ -6,3 +6,12 @@ in the README and in each module's docstring.
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # ``deepstrain_jax.analyze`` without importing JAX at package import time.
+    if name in ("analyze", "AnalysisOptions", "AnalysisResult"):
+        from deepstrain_jax import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module 'deepstrain_jax' has no attribute {name!r}")

@@ -15,6 +15,7 @@ from deepstrain_jax.report.plots import (
     curves_png,
     draw_bland_altman,
     draw_bullseye,
+    polar_maps_png,
 )
 
 __all__ = [
@@ -24,5 +25,6 @@ __all__ = [
     "curves_png",
     "draw_bland_altman",
     "draw_bullseye",
+    "polar_maps_png",
     "render_report",
 ]

@@ -136,6 +136,31 @@ def bullseye_png(segment_values, *, title: str, unit: str = "%", vmin=None, vmax
     return _png(fig)
 
 
+def polar_maps_png(panels: dict, *, title: str, unit: str = "%", cmap="RdBu_r", decimals: int = 1) -> bytes:
+    """Several bull's-eyes side by side (e.g. circumferential, radial, longitudinal ESS), as PNG bytes.
+
+    Each panel has its own symmetric colour limits (:func:`draw_bullseye`) and colorbar, titled by its key.
+
+    Args:
+      panels: ``{name: (16,) or (17,) values}``, drawn left to right in dict order (at least one).
+      title: figure title; unit: colorbar label.
+    Returns:
+      PNG bytes (``4.4 k`` x 4.6 inches at 100 dpi for ``k`` panels).
+    """
+    if not panels:
+        raise ValueError("panels must hold at least one bull's-eye")
+    k = len(panels)
+    fig = _new_figure(4.4 * k, 4.6)
+    for i, (name, values) in enumerate(panels.items()):
+        ax = fig.add_axes((i / k + 0.005, 0.02, 0.8 / k, 0.84))
+        mappable = draw_bullseye(ax, values, cmap=cmap, decimals=decimals)
+        ax.set_title(str(name), fontsize=10)
+        cax = fig.add_axes((i / k + 0.83 / k, 0.17, 0.03 / k, 0.55))
+        fig.colorbar(mappable, cax=cax).set_label(unit)
+    fig.suptitle(title, fontsize=11, y=0.985)
+    return _png(fig)
+
+
 # ------------------------------------------------------------------------------------------------- curves
 
 

@@ -1,0 +1,217 @@
+"""What `deepstrain analyze` accepts, read and checked: a 4D NIfTI file, an ACDC patient folder, or a cohort.
+
+* **A 4D NIfTI file** (``.nii`` / ``.nii.gz``): a cine ``(X, Y, Z, T)``. ED defaults to frame 0.
+* **An ACDC patient folder** (it holds ``Info.cfg``): ``<name>_4d.nii.gz`` with ED, ES and the group from
+  ``Info.cfg`` (1-based there, 0-based here). A written phantom's truth sidecar, when present, tells the stored
+  slice order.
+* **A cohort**: any other folder; its subjects are the patient folders and NIfTI files directly inside it
+  (sorted by name), see :func:`list_subjects`.
+
+Every check a cine must pass before any output is written lives here (:func:`check_cine`): at least two
+frames, finite voxels (the NIfTI reader refuses NaN/Inf), no constant frame (an empty or missing frame), a
+plausible voxel size for cardiac cine MRI, and an in-plane field of view no smaller than the network crop.
+Each failure raises :class:`~deepstrain_jax.errors.InputError` naming the file.
+
+The slice axis is the one whose voxel size differs from the other two (:func:`find_slice_axis`); the cine is
+transposed so that it is axis 2 (:func:`to_slice_last`), and every voxel output is transposed back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import numpy as np
+
+from deepstrain_jax.errors import InputError
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+# Plausible voxel sizes of a cardiac cine, mm. Outside these a header is wrong (metres for mm, a missing
+# slice spacing) and the physical strain would be meaningless.
+INPLANE_MM_RANGE = (0.3, 5.0)
+SLICE_MM_RANGE = (0.5, 30.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class CineInput:
+    """One subject's cine as read from disk, before any processing.
+
+    Attributes:
+      name: subject name (file name without suffix, or the patient folder name).
+      path: what the user gave: the NIfTI file or the patient folder.
+      kind: ``"nifti"`` or ``"acdc"``.
+      cine_path: the 4D NIfTI file itself.
+      image: ``(X, Y, Z, T)`` voxel values as stored (array order of the file).
+      affine: ``(4, 4)`` voxel-to-world matrix, mm.
+      spacing_mm: ``(3,)`` voxel size per array axis, mm.
+      frame_interval_s: from the header (``pixdim[4]`` with a time unit), or ``None``.
+      ed, es: 0-based frames from ``Info.cfg``, or ``None``.
+      group: ``Info.cfg`` group, or ``None``.
+      slice_order: the stored slice order when a phantom sidecar records it, else ``None`` (unknown).
+    """
+
+    name: str
+    path: str
+    kind: str
+    cine_path: str
+    image: np.ndarray
+    affine: np.ndarray
+    spacing_mm: np.ndarray
+    frame_interval_s: float | None
+    ed: int | None = None
+    es: int | None = None
+    group: str | None = None
+    slice_order: str | None = None
+
+
+def is_nifti_name(path: str | os.PathLike) -> bool:
+    return os.fspath(path).lower().endswith(NIFTI_SUFFIXES)
+
+
+def subject_name(path: str | os.PathLike) -> str:
+    """``patient001`` for ``.../patient001`` or ``.../patient001_4d.nii.gz`` (the suffix, not ``_4d``, dropped)."""
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def is_patient_folder(path: str | os.PathLike) -> bool:
+    path = Path(path)
+    return path.is_dir() and ((path / "Info.cfg").is_file() or (path / "info.cfg").is_file())
+
+
+def list_subjects(folder: str | os.PathLike) -> list[Path]:
+    """The subjects of a cohort folder: patient folders (with ``Info.cfg``) and NIfTI files, sorted by name.
+
+    Hidden entries (a leading ``.``, e.g. our own temporary files) are skipped. Raises InputError when the
+    folder holds no subject.
+    """
+    folder = Path(folder)
+    found = [p for p in sorted(folder.iterdir()) if not p.name.startswith(".")
+             and (is_patient_folder(p) or (p.is_file() and is_nifti_name(p)))]
+    if not found:
+        raise InputError("no subject found: a cohort folder must hold ACDC patient folders (with Info.cfg) "
+                         "or 4D NIfTI files (.nii, .nii.gz)", folder)
+    return found
+
+
+def read_input(path: str | os.PathLike) -> CineInput:
+    """Read one subject (a NIfTI file or an ACDC patient folder); see the module docstring. No checks beyond
+    the reader's (use :func:`check_cine`)."""
+    from deepstrain_jax.data import acdc, nifti
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError("no such file or folder", path)
+    if path.is_dir():
+        if not is_patient_folder(path):
+            raise InputError("not a patient folder (no Info.cfg); give a 4D NIfTI file, an ACDC patient folder, "
+                             "or a cohort folder of those", path)
+        name = path.resolve().name
+        info = acdc.read_info_cfg(acdc.info_cfg_path(path))
+        cine_path = path / f"{name}_4d.nii.gz"
+        if not cine_path.is_file():
+            raise InputError(f"missing cine {cine_path.name}", path)
+        data = nifti.load_cine(cine_path)
+        if data.array.shape[3] != info.nb_frame:
+            raise InputError(f"NbFrame = {info.nb_frame} in Info.cfg but the cine has {data.array.shape[3]} "
+                             "frames", cine_path)
+        order = None
+        if (path / f"{name}_truth.json").is_file():
+            import json
+
+            try:
+                order = json.loads((path / f"{name}_truth.json").read_text()).get("slice_order")
+            except (OSError, ValueError) as e:
+                raise InputError(f"unreadable truth sidecar ({e})", path / f"{name}_truth.json") from None
+        return CineInput(name=name, path=os.fspath(path), kind="acdc", cine_path=os.fspath(cine_path),
+                         image=data.array, affine=data.affine, spacing_mm=data.spacing_mm,
+                         frame_interval_s=data.frame_interval_s, ed=info.ed, es=info.es, group=info.group,
+                         slice_order=order)
+    if not is_nifti_name(path):
+        raise InputError("not a NIfTI file (expected a .nii or .nii.gz 4D cine)", path)
+    data = nifti.load_cine(path)
+    return CineInput(name=subject_name(path), path=os.fspath(path), kind="nifti", cine_path=os.fspath(path),
+                     image=data.array, affine=data.affine, spacing_mm=data.spacing_mm,
+                     frame_interval_s=data.frame_interval_s)
+
+
+def find_slice_axis(spacing_mm) -> int:
+    """The axis whose voxel size differs from the other two (relative difference > 1 %); axis 2 otherwise.
+
+    A short-axis stack has square in-plane pixels and a larger slice spacing, so the odd one out is the slice
+    axis; for (near-)isotropic or three-different spacings the NIfTI convention (axis 2) is kept.
+    """
+    s = np.asarray(spacing_mm, dtype=np.float64)
+
+    def same(a, b):
+        return abs(s[a] - s[b]) <= 0.01 * max(s[a], s[b])
+
+    for axis, (a, b) in ((2, (0, 1)), (0, (1, 2)), (1, (0, 2))):
+        if same(a, b) and not same(axis, a):
+            return axis
+    return 2
+
+
+def slice_last_order(slice_axis: int) -> tuple[int, int, int]:
+    """Axis permutation that moves ``slice_axis`` to position 2 keeping the other two in order."""
+    return tuple(a for a in range(3) if a != slice_axis) + (slice_axis,)
+
+
+def to_slice_last(cine: CineInput, slice_axis: int) -> CineInput:
+    """Transpose the cine so the slice axis is axis 2; the affine's columns and the spacing follow."""
+    if slice_axis == 2:
+        return cine
+    perm = slice_last_order(slice_axis)
+    affine = cine.affine.copy()
+    affine[:3, :3] = cine.affine[:3, list(perm)]
+    return dataclasses.replace(cine, image=np.transpose(cine.image, perm + (3,)), affine=affine,
+                               spacing_mm=cine.spacing_mm[list(perm)])
+
+
+def check_cine(cine: CineInput, *, crop_mm: float) -> None:
+    """Refuse a cine the pipeline cannot analyse (module docstring); ``cine`` has its slices on axis 2.
+
+    Args:
+      crop_mm: in-plane size of the network crop, mm (128 x 1.25 mm for the shipped models).
+    Raises:
+      InputError naming ``cine.cine_path``.
+    """
+    path, image = cine.cine_path, cine.image
+    t = image.shape[3]
+    if t < 2:
+        raise InputError(f"a single frame (shape {image.shape}): motion and strain need a cine of at least "
+                         "2 frames", path)
+    if min(image.shape[:3]) < 1:
+        raise InputError(f"empty image (shape {image.shape})", path)
+    if not np.issubdtype(image.dtype, np.number) or np.issubdtype(image.dtype, np.complexfloating):
+        raise InputError(f"voxel type {image.dtype} is not a real number", path)
+    if not np.all(np.isfinite(image)):  # the reader refuses these already; kept for arrays built in memory
+        raise InputError("the image has NaN or Inf voxels", path)
+    flat = image.reshape(-1, t)
+    constant = np.flatnonzero(flat.min(axis=0) == flat.max(axis=0))
+    if constant.size == t:
+        raise InputError(f"the image is constant (every voxel = {flat.flat[0]}): nothing to analyse", path)
+    if constant.size:
+        raise InputError(f"frame(s) {', '.join(str(int(k)) for k in constant[:10])} (0-based) are constant: "
+                         "empty or missing frames", path)
+    s = cine.spacing_mm
+    lo, hi = INPLANE_MM_RANGE
+    if not (lo <= s[0] <= hi and lo <= s[1] <= hi):
+        raise InputError(f"in-plane voxel size {s[0]:g} x {s[1]:g} mm is outside the plausible range "
+                         f"[{lo:g}, {hi:g}] mm for cine MRI (check the header's pixdim and units)", path)
+    lo, hi = SLICE_MM_RANGE
+    if not lo <= s[2] <= hi:
+        raise InputError(f"slice spacing {s[2]:g} mm is outside the plausible range [{lo:g}, {hi:g}] mm "
+                         "(check the header's pixdim and units)", path)
+    fov = np.asarray(image.shape[:2]) * s[:2]
+    if np.any(fov < crop_mm):
+        raise InputError(f"in-plane field of view {fov[0]:.0f} x {fov[1]:.0f} mm is smaller than the network "
+                         f"crop of {crop_mm:.0f} x {crop_mm:.0f} mm: the whole heart is unlikely to be in it", path)
+    if cine.ed is not None and not 0 <= cine.ed < t:
+        raise InputError(f"ED frame {cine.ed} outside [0, {t})", path)
+    if cine.es is not None and not 0 <= cine.es < t:
+        raise InputError(f"ES frame {cine.es} outside [0, {t})", path)

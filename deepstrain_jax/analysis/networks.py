@@ -1,0 +1,186 @@
+"""The three networks of the analysis, loaded once and compiled once for fixed batch shapes.
+
+A model is named by a *spec*:
+
+* ``None`` or ``"shipped"``: the default model inside the package (:mod:`deepstrain_jax.models.pretrained`);
+* a model folder (``model.json`` + ``variables/``, as :func:`deepstrain_jax.training.checkpointing.save_variables`
+  and ``deepstrain convert-weights`` write it), or a training work directory (the ``model/`` that
+  ``train.main`` exports when it finishes);
+* a Keras HDF5 file (``carson_Jan2021.h5``, ``carmen_Jan2021.h5``): the original weights, mapped onto the
+  ``legacy`` architecture.
+
+:class:`Networks` runs them with shapes that do not change from one frame or subject to the next (CarSON on
+one frame's slices, CarMEN on ``pair_batch`` pairs, padded), so each network compiles once per process, and
+the CLI's persistent compilation cache (:func:`enable_compilation_cache`) carries that across processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from deepstrain_jax.errors import InputError
+
+NAMES = ("vcn", "carson", "carmen")
+
+
+@dataclasses.dataclass
+class Network:
+    """One loaded network: ``apply(x) -> y`` (jitted, inference mode) and where it came from."""
+
+    name: str
+    arch: dict
+    variables: dict
+    source: str
+    apply: Callable
+
+    def describe(self) -> dict:
+        from deepstrain_jax.models import count_variables
+
+        return {"source": self.source, "family": self.arch["family"], "gf": self.arch["gf"],
+                "depth": self.arch["depth"], "input_shape": list(self.arch["input_shape"]),
+                "parameters": count_variables(self.variables)}
+
+
+def _from_workdir(workdir: Path) -> Path | None:
+    """The model folder of a training work directory: ``model/`` if exported."""
+    if (workdir / "model" / "model.json").is_file():
+        return workdir / "model"
+    return None
+
+
+def load_network(name: str, spec: str | os.PathLike | None = None) -> Network:
+    """Load network ``name`` ("vcn", "carson" or "carmen") from ``spec`` (module docstring).
+
+    Raises InputError naming the file when the spec cannot be read or holds another network.
+    """
+    import jax
+
+    from deepstrain_jax import models
+    from deepstrain_jax.models import pretrained
+    from deepstrain_jax.training.checkpointing import load_variables
+
+    if name not in NAMES:
+        raise ValueError(f"network must be one of {NAMES}, got {name!r}")
+    if spec is None or os.fspath(spec) == "shipped":
+        variables, arch = pretrained.load_default(name)
+        source = "shipped"
+    else:
+        path = Path(spec)
+        source = os.fspath(path)
+        if path.is_file() and path.suffix.lower() in (".h5", ".hdf5"):
+            from deepstrain_jax.models import keras_weights
+
+            layers = keras_weights.read_keras_h5(path)
+            try:
+                arch = models.architecture(keras_weights.infer_architecture(layers))
+                template = jax.eval_shape(models.build(arch)[0], jax.random.key(0))
+                variables = keras_weights.keras_to_variables(layers, template)
+            except ValueError as e:
+                raise InputError(str(e), path) from None
+        elif (path / "model.json").is_file():
+            variables, arch = load_variables(path)
+        elif path.is_dir() and _from_workdir(path) is not None:
+            variables, arch = load_variables(_from_workdir(path))
+        else:
+            raise InputError(f"not a {name} model: expected a model folder (model.json), a training work "
+                             "directory with an exported model/, or a Keras .h5 weight file", path)
+    arch = models.architecture(arch)
+    if arch["name"] != name:
+        raise InputError(f"holds a {arch['name']} network, not {name}", source)
+    _, apply = models.build(arch)
+    variables = jax.tree_util.tree_map(jax.numpy.asarray, variables)
+    return Network(name=name, arch=arch, variables=variables, source=source,
+                   apply=jax.jit(lambda v, x: apply(v, x)))
+
+
+def enable_compilation_cache(path: str | os.PathLike | None = None) -> str:
+    """Turn on JAX's persistent compilation cache (``$DEEPSTRAIN_JAX_CACHE`` or ``~/.cache/deepstrain-jax``).
+
+    Compiled networks are then reused by later processes: the second ``deepstrain analyze`` skips compiling.
+    Returns the folder used. Failing to create it only disables the cache.
+    """
+    import jax
+
+    folder = Path(path or os.environ.get("DEEPSTRAIN_JAX_CACHE") or Path.home() / ".cache" / "deepstrain-jax" / "xla")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return ""
+    jax.config.update("jax_compilation_cache_dir", os.fspath(folder))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    return os.fspath(folder)
+
+
+def _zscore(x: np.ndarray, axes) -> np.ndarray:
+    x = x.astype(np.float32)
+    return (x - x.mean(axis=axes, keepdims=True)) / (x.std(axis=axes, keepdims=True) + np.float32(1e-8))
+
+
+@dataclasses.dataclass
+class Networks:
+    """VCN (optional), CarSON and CarMEN, with the fixed-shape batched calls of the pipeline.
+
+    Attributes:
+      vcn, carson, carmen: :class:`Network` (``vcn`` may be ``None``: centre on the field of view instead).
+      pair_batch: CarMEN pairs per call (the last call is padded to this size).
+    """
+
+    carson: Network
+    carmen: Network
+    vcn: Network | None = None
+    pair_batch: int = 2
+
+    @classmethod
+    def load(cls, vcn=None, carson=None, carmen=None, *, use_vcn: bool = True, pair_batch: int = 2) -> "Networks":
+        """Load each network from its spec (``None``: the shipped model)."""
+        if pair_batch < 1:
+            raise ValueError(f"pair_batch must be >= 1, got {pair_batch}")
+        return cls(carson=load_network("carson", carson), carmen=load_network("carmen", carmen),
+                   vcn=load_network("vcn", vcn) if use_vcn else None, pair_batch=pair_batch)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """``(crop, n_slices)`` of the network grid, from CarMEN's input shape ``(N, N, Z, 2)``."""
+        n, m, z, _ = self.carmen.arch["input_shape"]
+        if n != m:
+            raise ValueError(f"CarMEN input must be square in-plane, got {n} x {m}")
+        return int(n), int(z)
+
+    def describe(self) -> dict:
+        return {k: (None if getattr(self, k) is None else getattr(self, k).describe()) for k in NAMES}
+
+    def vcn_heatmaps(self, slices) -> np.ndarray:
+        """VCN heat-maps ``(Z, M, M, 1)`` of one stack's VCN view ``(M, M, Z)`` (already z-scored per slice)."""
+        x = np.moveaxis(np.asarray(slices, np.float32), -1, 0)[..., None]
+        return np.asarray(self.vcn.apply(self.vcn.variables, x))
+
+    def segment_frame(self, volume) -> np.ndarray:
+        """CarSON class probabilities ``(N, N, Z, 4)`` of one frame ``(N, N, Z)``, each slice z-scored."""
+        x = _zscore(np.moveaxis(np.asarray(volume), -1, 0)[..., None], (1, 2, 3))
+        return np.moveaxis(np.asarray(self.carson.apply(self.carson.variables, x)), 0, 2)
+
+    def motion(self, fixed, moving_frames) -> np.ndarray:
+        """CarMEN displacement ``(K, N, N, Z, 3)`` (network voxels) from ``fixed (N, N, Z)`` to each moving frame.
+
+        Args:
+          fixed: the reference volume (ED), ``(N, N, Z)``.
+          moving_frames: ``(K, N, N, Z)``. Pairs ``[fixed, moving_k]`` are z-scored per channel and run
+            ``pair_batch`` at a time.
+        """
+        fixed = _zscore(np.asarray(fixed), (0, 1, 2))
+        moving = np.asarray(moving_frames)
+        k = moving.shape[0]
+        out = []
+        b = self.pair_batch
+        for start in range(0, k, b):
+            chunk = [np.stack([fixed, _zscore(moving[i], (0, 1, 2))], axis=-1) for i in range(start, min(start + b, k))]
+            n_real = len(chunk)
+            chunk += [chunk[-1]] * (b - n_real)  # fixed batch shape: one compilation
+            u = np.asarray(self.carmen.apply(self.carmen.variables, np.stack(chunk)))
+            out.append(u[:n_real])
+        return np.concatenate(out, axis=0) if out else np.zeros((0, *fixed.shape, 3), np.float32)

@@ -1,0 +1,152 @@
+"""Write one analysed subject's folder, all or nothing.
+
+Files (names in :data:`deepstrain_jax.analysis.results.OUTPUT_FILES`):
+
+* ``segmentation.nii.gz``: ``(X, Y, Z, T)`` uint8 ACDC labels, the input's affine, shape and frame interval;
+* ``displacement.nii.gz``: ``(X, Y, Z, T, 3)`` float32 displacement ED -> t in world mm (NIfTI intent
+  ``NIFTI_INTENT_DISPVECT``, 1006; the 5th axis holds the x, y, z world components);
+* ``strain_radial.nii.gz``, ``strain_circumferential.nii.gz``, ``strain_longitudinal.nii.gz``: ``(X, Y, Z, T)``
+  float32 Green-Lagrange strain (mm/mm) within the ED myocardium, 0 elsewhere;
+* ``results.json`` (schema in :mod:`deepstrain_jax.analysis.results`), ``curves.csv`` (one row per frame: time,
+  volumes, global strain and strain rate), ``aha_segments.csv`` (one row per segment: voxels and ESS);
+* ``polar_map.png`` (circumferential, radial and longitudinal ESS bull's-eyes side by side, one PNG),
+  ``curves.png``, ``report.html`` (self-contained).
+
+The folder is built under a temporary name beside ``out_dir`` and renamed when complete
+(:func:`deepstrain_jax.io.atomic.atomic_directory`): a failure leaves no partial folder, and an existing folder
+is only replaced (``overwrite``) once the new one is complete.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from deepstrain_jax.errors import InputError
+
+NIFTI_INTENT_DISPVECT = 1006
+
+
+def check_output_folder(out_dir: str | os.PathLike, *, overwrite: bool = False) -> None:
+    """Refuse, before any work, an output folder that exists (without ``overwrite``) or cannot be written."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError("output path exists and is not a folder", out)
+    if out.exists() and not overwrite and any(out.iterdir()):
+        raise InputError("output folder exists and is not empty (use --overwrite to replace it)", out)
+    parent = out.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    try:
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as e:
+        raise InputError(f"cannot write the output folder here ({e.strerror or e})", out) from None
+
+
+def _save_vector_nifti(path: Path, array: np.ndarray, affine, frame_interval_s) -> None:
+    import nibabel as nib
+
+    from deepstrain_jax.io.atomic import atomic_path
+
+    img = nib.Nifti1Image(np.asarray(array, np.float32), np.asarray(affine, np.float64))
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    hdr = img.header
+    hdr.set_data_dtype(np.float32)
+    hdr.set_xyzt_units("mm", "sec")
+    hdr.set_intent(NIFTI_INTENT_DISPVECT, name="displacement_mm")
+    zooms = list(np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)) + [float(frame_interval_s or 0.0), 1.0]
+    hdr.set_zooms(zooms)
+    with atomic_path(path) as tmp:
+        nib.save(img, os.fspath(tmp))
+
+
+def csv_text(header: list[str], rows: list[list]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    for row in rows:
+        w.writerow(["" if v is None else (f"{v:.6g}" if isinstance(v, float) else v) for v in row])
+    return buf.getvalue()
+
+
+def curves_csv(results: dict) -> str:
+    """``curves.csv``: frame, time_s, LV/RV/myocardium volume (mL), global strain (%) and strain rate (1/s)."""
+    from deepstrain_jax.analysis.results import DIRECTIONS
+
+    t = results["frames"]["n"]
+    time = results["frames"]["time_s"] or [None] * t
+    vol = results["volumes"]["curves_ml"]
+    strain = results["strain"]["global_pct"]
+    rate = results["strain"]["strain_rate_per_s"] or {d: [None] * t for d in DIRECTIONS}
+    header = (["frame", "time_s", "lv_volume_ml", "rv_volume_ml", "myo_volume_ml"]
+              + [f"{d}_strain_pct" for d in DIRECTIONS] + [f"{d}_strain_rate_per_s" for d in DIRECTIONS])
+    rows = [[k, time[k], vol["lv"][k], vol["rv"][k], vol["myo"][k]] + [strain[d][k] for d in DIRECTIONS]
+            + [rate[d][k] for d in DIRECTIONS] for k in range(t)]
+    return csv_text(header, rows)
+
+
+def aha_csv(results: dict) -> str:
+    """``aha_segments.csv``: segment, name, voxels, radial / circumferential / longitudinal ESS (%)."""
+    from deepstrain_jax.analysis.results import DIRECTIONS
+    from deepstrain_jax.report import AHA_SEGMENT_NAMES
+
+    header = ["segment", "name", "voxels"] + [f"{d}_ess_pct" for d in DIRECTIONS]
+    aha = results["aha"]
+    rows = [[s + 1, AHA_SEGMENT_NAMES[s], None if aha is None else aha["voxels"][s]]
+            + [None if aha is None else aha["ess_pct"][d][s] for d in DIRECTIONS] for s in range(17)]
+    return csv_text(header, rows)
+
+
+def figures(results: dict) -> dict[str, bytes]:
+    """``{"polar_map.png": ..., "curves.png": ...}`` for one subject's results."""
+    from deepstrain_jax.report import plots
+
+    images = {}
+    aha = results["aha"]
+    if aha is not None:
+        images["polar_map.png"] = plots.polar_maps_png(
+            {d: aha["ess_pct"][d] for d in ("circumferential", "radial", "longitudinal")},
+            title=f"{results['subject']}: end-systolic strain (%)")
+    vols = results["volumes"]["curves_ml"]
+    images["curves.png"] = plots.curves_png(
+        results["frames"]["time_s"], results["strain"]["global_pct"],
+        strain_rate_per_s=results["strain"]["strain_rate_per_s"],
+        volumes_ml={"LV": vols["lv"], "RV": vols["rv"]}, ed=results["frames"]["ed"], es=results["frames"]["es"],
+        title=results["subject"])
+    return images
+
+
+def write_subject(result, out_dir: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write :class:`deepstrain_jax.pipeline.AnalysisResult` ``result`` to ``out_dir`` (module docstring)."""
+    from deepstrain_jax.analysis.results import OUTPUT_FILES, check_results
+    from deepstrain_jax.data.nifti import save_nifti
+    from deepstrain_jax.io.atomic import atomic_directory
+    from deepstrain_jax.report import render_report
+
+    check_output_folder(out_dir, overwrite=overwrite)
+    results = dict(result.results)
+    check_results(results)
+    images = figures(results)
+    if "polar_map.png" not in images:
+        results["outputs"] = {k: v for k, v in results["outputs"].items() if k != "polar_map"}
+    with atomic_directory(out_dir, overwrite=True) as tmp:
+        dt = result.frame_interval_s
+        save_nifti(tmp / OUTPUT_FILES["segmentation"], result.segmentation.astype(np.uint8), result.affine, dt)
+        _save_vector_nifti(tmp / OUTPUT_FILES["displacement"], result.displacement_mm, result.affine, dt)
+        for name, volume in result.strain.items():
+            save_nifti(tmp / OUTPUT_FILES[f"strain_{name}"], volume.astype(np.float32), result.affine, dt)
+        (tmp / OUTPUT_FILES["results"]).write_text(json.dumps(results, indent=2) + "\n")
+        (tmp / OUTPUT_FILES["curves"]).write_text(curves_csv(results))
+        (tmp / OUTPUT_FILES["aha_segments"]).write_text(aha_csv(results))
+        for name, data in images.items():
+            (tmp / name).write_bytes(data)
+        (tmp / OUTPUT_FILES["report"]).write_text(render_report(results, images))
+    return Path(out_dir)

@@ -1,0 +1,164 @@
+"""The ``results.json`` of one analysed subject: its versioned schema, how it is built, and a checker.
+
+Schema ``deepstrain-jax/results`` version 1 (every key is always present; unknown values are ``null``):
+
+* ``schema``, ``schema_version``, ``software`` {name, version}, ``subject``.
+* ``input``: path, kind (``nifti`` / ``acdc``), cine file, shape ``[X, Y, Z, T]``, spacing_mm, affine (4x4),
+  frame_interval_s and its source (``option`` / ``header`` / ``heart_rate`` / null), slice_axis (of the file),
+  slice_order (stored order: ``base_to_apex`` / ``apex_to_base``), its source (``option`` / ``sidecar`` /
+  ``detected``) and the detection's relative LV-area slope, group (``Info.cfg``).
+* ``models``: per network (vcn may be null) its source, family, width, depth, input shape, parameter count.
+* ``options``: the :class:`~deepstrain_jax.pipeline.AnalysisOptions` used.
+* ``frames``: n, ed, es (0-based, cine order), their sources, time_s (frame k at ``k dt``; null without dt).
+* ``volumes``: LV/RV EDV, ESV, SV (mL), EF (%), LV mass (g, 1.05 g/mL), and ``curves_ml`` {lv, rv, myo} per frame,
+  from the segmentation on the native grid.
+* ``strain``: ``global_pct`` {radial, circumferential, longitudinal} per frame (Green-Lagrange, percent, mean
+  over the ED myocardium); ``strain_rate_per_s`` (1/s of the fractional strain, null without dt); ``indices``
+  per direction: ess_pct, peak_pct, time_to_peak_s, srs_per_s, time_srs_s, sre_per_s, time_sre_s (times from ED;
+  rates and times null without dt); ``legacy`` (legacy mode: the original's global radial/circumferential
+  strain per frame, percent) or null.
+* ``aha``: n_segments, voxels per segment, ``ess_pct`` per direction (17 values, null for an empty segment),
+  or null when the segments could not be placed.
+* ``qc``: folded_fraction (det F <= 0 over the ED myocardium, all frames), its worst frame, det_f percentiles,
+  cycle_closure_mm {mean, p95}, centre_source (``vcn`` / ``fov``), centre_vox, crop_overhang_fraction (of the
+  crop outside the field of view), warnings (list of strings).
+* ``outputs``: file names written next to it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+SCHEMA = "deepstrain-jax/results"
+SCHEMA_VERSION = 1
+DIRECTIONS = ("radial", "circumferential", "longitudinal")
+TOP_KEYS = ("schema", "schema_version", "software", "subject", "input", "models", "options", "frames", "volumes",
+            "strain", "aha", "qc", "outputs")
+OUTPUT_FILES = {"segmentation": "segmentation.nii.gz", "displacement": "displacement.nii.gz",
+                "strain_radial": "strain_radial.nii.gz", "strain_circumferential": "strain_circumferential.nii.gz",
+                "strain_longitudinal": "strain_longitudinal.nii.gz", "results": "results.json",
+                "curves": "curves.csv", "aha_segments": "aha_segments.csv", "polar_map": "polar_map.png",
+                "curves_plot": "curves.png", "report": "report.html"}
+
+
+def _f(x) -> float | None:
+    """A JSON number, or null for None/NaN/Inf."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _list(a, scale: float = 1.0) -> list:
+    return [_f(v * scale) for v in np.asarray(a, np.float64).ravel()]
+
+
+def _indices(curve, dt, ed: int, es: int) -> tuple[dict, list | None]:
+    """Strain indices of one global curve (fraction, cine order) on the cycle started at ED, plus its rate."""
+    from deepstrain_jax.ops.strain_rate import strain_indices
+
+    c = np.roll(np.asarray(curve, np.float64), -ed)
+    t = c.shape[0]
+    k_es = (es - ed) % t
+    out = {"ess_pct": _f(100 * c[k_es]), "peak_pct": None, "time_to_peak_s": None, "srs_per_s": None,
+           "time_srs_s": None, "sre_per_s": None, "time_sre_s": None}
+    if dt is None or t < 3:
+        k = int(np.argmax(np.abs(c)))
+        out["peak_pct"] = _f(100 * c[k]) if c[k] != 0 else None
+        return out, None
+    ind = strain_indices(c, dt, es_frame=k_es)
+    out.update(peak_pct=_f(100 * ind.peak), time_to_peak_s=_f(ind.time_to_peak_s), srs_per_s=_f(ind.srs),
+               time_srs_s=_f(ind.time_srs_s), sre_per_s=_f(ind.sre), time_sre_s=_f(ind.time_sre_s))
+    rate = np.roll(np.gradient(c) / dt, ed)  # strain_rate's formula, back in cine order
+    return out, _list(rate)
+
+
+def build_results(*, cine, networks, options, grid, volumes, ed, es, ed_source, es_source, dt, dt_source,
+                  slice_axis, slice_order, slice_order_source, slice_order_slope, centre, centre_source, folding,
+                  closure, legacy, warnings) -> dict:
+    """Assemble the schema-1 dictionary (module docstring) from the pipeline's pieces."""
+    import dataclasses
+
+    from deepstrain_jax import __version__
+    from deepstrain_jax.cardiac.polar_map import segment_means, segment_reduce
+
+    t = int(cine.image.shape[3])
+    curves = {d: np.asarray(getattr(grid.strain.global_mean, c)) for d, c in zip(DIRECTIONS, ("rr", "cc", "ll"))}
+    indices, rates = {}, {}
+    for d, curve in curves.items():
+        indices[d], rates[d] = _indices(curve, dt, ed, es)
+    aha = None
+    if grid.aha is not None:
+        comps = {d: np.asarray(getattr(grid.strain.components, c))[es] for d, c in
+                 zip(DIRECTIONS, ("rr", "cc", "ll"))}
+        aha = {"n_segments": 17,
+               "voxels": [int(v) for v in segment_reduce(grid.aha, grid.aha, 17, "count")],
+               "ess_pct": {d: _list(segment_means(v, grid.aha, 17), 100.0) for d, v in comps.items()}}
+    n = grid.crop.size
+    inside = [max(0, min(grid.crop.start[k] + n, grid.resampling.out_shape[k]) - max(grid.crop.start[k], 0))
+              for k in range(2)]
+    overhang = 1.0 - inside[0] * inside[1] / float(n * n)
+    if overhang > 0.25:
+        warnings.append(f"{100 * overhang:.0f}% of the network crop lies outside the field of view")
+    if folding["folded_fraction"] is not None and folding["folded_fraction"] > 0.01:
+        warnings.append(f"{100 * folding['folded_fraction']:.1f}% of myocardial voxels fold (det F <= 0)")
+    if not 10.0 <= volumes.lv_ef_pct <= 85.0:
+        warnings.append(f"LV ejection fraction {volumes.lv_ef_pct:.0f}% is outside 10-85%: check ED/ES and the "
+                        "segmentation")
+    v = volumes
+    return {
+        "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
+        "software": {"name": "deepstrain-jax", "version": __version__},
+        "subject": cine.name,
+        "input": {"path": str(cine.path), "kind": cine.kind, "cine": str(cine.cine_path),
+                  "shape": [int(s) for s in cine.image.shape], "spacing_mm": _list(cine.spacing_mm),
+                  "affine": [_list(row) for row in cine.affine], "frame_interval_s": _f(dt),
+                  "frame_interval_source": dt_source, "slice_axis": int(slice_axis), "slice_order": slice_order,
+                  "slice_order_source": slice_order_source, "slice_order_slope": _f(slice_order_slope),
+                  "group": cine.group},
+        "models": networks.describe(),
+        "options": dataclasses.asdict(options),
+        "frames": {"n": t, "ed": int(ed), "es": int(es), "ed_source": ed_source, "es_source": es_source,
+                   "time_s": None if dt is None else _list(np.arange(t) * dt)},
+        "volumes": {"lv_edv_ml": _f(v.lv_edv_ml), "lv_esv_ml": _f(v.lv_esv_ml), "lv_sv_ml": _f(v.lv_sv_ml),
+                    "lv_ef_pct": _f(v.lv_ef_pct), "lv_mass_g": _f(v.lv_mass_g), "rv_edv_ml": _f(v.rv_edv_ml),
+                    "rv_esv_ml": _f(v.rv_esv_ml), "rv_sv_ml": _f(v.rv_sv_ml), "rv_ef_pct": _f(v.rv_ef_pct),
+                    "curves_ml": {"lv": _list(v.lv_volume_ml), "rv": _list(v.rv_volume_ml),
+                                  "myo": _list(v.myo_volume_ml)}},
+        "strain": {"global_pct": {d: _list(c, 100.0) for d, c in curves.items()},
+                   "strain_rate_per_s": None if dt is None or t < 3 else rates,
+                   "indices": indices,
+                   "legacy": None if legacy is None else {k: _list(a, 100.0) for k, a in legacy.items()}},
+        "aha": aha,
+        "qc": {"folded_fraction": _f(folding["folded_fraction"]),
+               "folded_fraction_worst_frame": _f(folding["folded_fraction_worst_frame"]),
+               "worst_frame": folding["worst_frame"], "det_f": {k: _f(x) for k, x in folding["det_f"].items()},
+               "cycle_closure_mm": {k: _f(x) for k, x in closure.items()}, "centre_source": centre_source,
+               "centre_vox": _list(centre), "crop_overhang_fraction": _f(overhang), "warnings": list(warnings)},
+        "outputs": dict(OUTPUT_FILES),
+    }
+
+
+def check_results(d: dict) -> None:
+    """Raise ValueError when ``d`` is not a schema-1 results dictionary (keys, types, lengths)."""
+    if not isinstance(d, dict) or d.get("schema") != SCHEMA or d.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(f"not a {SCHEMA} version {SCHEMA_VERSION} document")
+    missing = [k for k in TOP_KEYS if k not in d]
+    if missing:
+        raise ValueError(f"missing keys {missing}")
+    t = d["frames"]["n"]
+    if not (isinstance(t, int) and t >= 2 and 0 <= d["frames"]["ed"] < t and 0 <= d["frames"]["es"] < t):
+        raise ValueError("frames: n, ed, es inconsistent")
+    for name, curves in (("strain.global_pct", d["strain"]["global_pct"]), ("volumes.curves_ml",
+                                                                              d["volumes"]["curves_ml"])):
+        for k, c in curves.items():
+            if len(c) != t:
+                raise ValueError(f"{name}.{k} has {len(c)} values for {t} frames")
+    if set(d["strain"]["indices"]) != set(DIRECTIONS):
+        raise ValueError("strain.indices must cover radial, circumferential, longitudinal")
+    if d["aha"] is not None and any(len(v) != 17 for v in d["aha"]["ess_pct"].values()):
+        raise ValueError("aha.ess_pct must have 17 values per direction")
+    if not isinstance(d["qc"]["warnings"], list):
+        raise ValueError("qc.warnings must be a list")

@@ -1,0 +1,118 @@
+"""Analyse cine MRI: segmentation, motion, strain, strain rate, AHA polar maps, volumes, QC and a report.
+
+INPUT is a 4D NIfTI cine (.nii / .nii.gz), an ACDC patient folder (Info.cfg gives ED, ES and the group), or a
+cohort folder holding those. One subject is written to OUT itself; a cohort to OUT/<subject>/ plus
+OUT/cohort.csv, skipping subjects already finished (re-run the same command to resume) and recording a failing
+subject's error while the others go on. Each subject folder appears complete or not at all.
+
+Outputs per subject: segmentation.nii.gz, displacement.nii.gz (world mm), strain_{radial,circumferential,
+longitudinal}.nii.gz, results.json, curves.csv, aha_segments.csv, polar_map.png, curves.png, report.html.
+
+Models: the small ones shipped inside the package by default; --vcn/--carson/--carmen take a model folder
+(deepstrain convert-weights, train.main's workdir/model), a training workdir, or the original Keras weights
+(carson_Jan2021.h5, carmen_Jan2021.h5; then consider --legacy).
+
+Exit status: 0 when every subject was analysed, 2 on bad input (one subject) or when any cohort subject failed.
+
+Examples:
+  deepstrain analyze patient001/ --out results/patient001
+  deepstrain analyze cine_4d.nii.gz --out results/cine --heart-rate 62
+  deepstrain analyze ACDC/training --out results/acdc
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", metavar="INPUT", help="4D NIfTI file, ACDC patient folder, or cohort folder")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--ed", type=int, metavar="K", help="ED frame, 0-based (default: Info.cfg, else 0)")
+    parser.add_argument("--es", type=int, metavar="K",
+                        help="ES frame, 0-based (default: Info.cfg, else the smallest LV volume)")
+    parser.add_argument("--frame-interval-ms", type=float, metavar="MS",
+                        help="time between frames (default: the NIfTI header's, else from --heart-rate)")
+    parser.add_argument("--heart-rate", type=float, metavar="BPM",
+                        help="heart rate when the header has no frame interval (dt = 60 / (HR x frames))")
+    parser.add_argument("--slice-order", choices=("auto", "base-to-apex", "apex-to-base"), default="auto",
+                        help="stored slice order (default: detected from the LV)")
+    parser.add_argument("--centre", choices=("auto", "vcn", "fov"), default="auto",
+                        help="crop centre: VCN on ED, or the field-of-view centre (default: VCN; FOV in legacy)")
+    parser.add_argument("--vcn", metavar="MODEL", help="VCN model (default: shipped)")
+    parser.add_argument("--carson", metavar="MODEL", help="CarSON model or carson_Jan2021.h5 (default: shipped)")
+    parser.add_argument("--carmen", metavar="MODEL", help="CarMEN model or carmen_Jan2021.h5 (default: shipped)")
+    parser.add_argument("--legacy", action="store_true",
+                        help="the original's choices: dipy-style resampling, FOV centring, its strain added")
+    parser.add_argument("--pair-batch", type=int, default=2, metavar="B", help="CarMEN pairs per call (default 2)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument("--no-cache", action="store_true", help="do not use the persistent compilation cache")
+
+
+def options_from_args(args: argparse.Namespace):
+    from deepstrain_jax.pipeline import AnalysisOptions
+
+    try:
+        return AnalysisOptions(
+            ed=args.ed, es=args.es,
+            frame_interval_s=None if args.frame_interval_ms is None else args.frame_interval_ms / 1000.0,
+            heart_rate_bpm=args.heart_rate, slice_order=args.slice_order.replace("-", "_"), centre=args.centre,
+            legacy=args.legacy)
+    except ValueError as e:
+        from deepstrain_jax.errors import InputError
+
+        raise InputError(f"bad option: {e}") from None
+
+
+def load_networks(args: argparse.Namespace, options):
+    from deepstrain_jax.analysis.networks import Networks
+
+    return Networks.load(vcn=args.vcn, carson=args.carson, carmen=args.carmen, use_vcn=options.use_vcn,
+                         pair_batch=args.pair_batch)
+
+
+def run(args: argparse.Namespace) -> int:
+    from deepstrain_jax.analysis import cohort, inputs
+    from deepstrain_jax.analysis.networks import enable_compilation_cache
+    from deepstrain_jax.analysis.outputs import check_output_folder
+    from deepstrain_jax.errors import InputError
+    from deepstrain_jax.pipeline import analyze
+
+    options = options_from_args(args)
+    if args.pair_batch < 1:
+        raise InputError(f"--pair-batch must be >= 1, got {args.pair_batch}")
+    if not args.no_cache:
+        enable_compilation_cache()
+    source = Path(args.input)
+    if not source.exists():
+        raise InputError("no such file or folder", source)
+    if source.is_dir() and not inputs.is_patient_folder(source):
+        inputs.list_subjects(source)  # a folder without subjects fails before the models load
+        rows = cohort.run_cohort(source, args.out, networks=load_networks(args, options), options=options,
+                                 overwrite=args.overwrite)
+        failed = [r for r in rows if r.status == "failed"]
+        print(f"{len(rows) - len(failed)} of {len(rows)} subjects analysed; summary in "
+              f"{Path(args.out) / 'cohort.csv'}")
+        if failed:
+            print(f"deepstrain analyze: {len(failed)} subject(s) failed: "
+                  f"{', '.join(r.subject for r in failed)} (errors in cohort.csv)", file=sys.stderr)
+            return 2
+        return 0
+    check_output_folder(args.out, overwrite=args.overwrite)
+    result = analyze(source, args.out, networks=load_networks(args, options), options=options,
+                     overwrite=args.overwrite)
+    r = result.results
+    ind, vol = r["strain"]["indices"], r["volumes"]
+
+    def fmt(v, spec):
+        return "n/a" if v is None else format(v, spec)
+
+    print(f"{r['subject']}: ED {r['frames']['ed']}, ES {r['frames']['es']}; LV EF {fmt(vol['lv_ef_pct'], '.1f')}%"
+          f", EDV {fmt(vol['lv_edv_ml'], '.1f')} mL; ESS circumferential "
+          f"{fmt(ind['circumferential']['ess_pct'], '.1f')}%, radial {fmt(ind['radial']['ess_pct'], '.1f')}%, "
+          f"longitudinal {fmt(ind['longitudinal']['ess_pct'], '.1f')}% -> {args.out}")
+    for w in r["qc"]["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
+    return 0

@@ -1,0 +1,365 @@
+"""``analyze()``: a cine in, segmentations, motion, strain, volumes, QC and a report out.
+
+The data flow (DESIGN.md): read and check the cine (:mod:`deepstrain_jax.analysis.inputs`) -> put the slice axis
+last -> resample to the network grid (1.25 mm in-plane, 16 slices spanning the stack,
+:mod:`deepstrain_jax.data.preprocessing`) -> centre with VCN on the ED frame and crop 128 x 128 (padding where the
+window overhangs the field of view) -> CarSON on every slice of every frame -> slice order base -> apex (given,
+recorded by a phantom sidecar, or detected from the LV: its cross-section shrinks towards the apex) -> CarMEN on
+(ED, t) pairs for every frame and on (ES, ED) for the cycle-closure check -> Green-Lagrange strain in mm/mm on
+the ED grid, radial / circumferential / longitudinal about the fitted LV centre line, global curves, strain
+rate, ESS / SRs / SRe, AHA segments (:mod:`deepstrain_jax.ops.strain`, :mod:`deepstrain_jax.cardiac`) -> volumes
+over the cycle from the segmentation on the native grid -> voxel outputs back on the native grid and affine.
+
+Native-grid outputs: the segmentation is the arg-max of the CarSON class probabilities interpolated (linear)
+back to the native grid; the displacement is interpolated linearly and given in **world (scanner) mm**, the
+frame of the NIfTI affine (``u_world = R u_axes`` with ``R`` the affine's direction cosines), which is what ITK,
+ANTs and viewers expect of a displacement field; strain maps are interpolated within the ED myocardium only
+(normalised interpolation, so the values at its edge are not pulled towards the zeros outside).
+
+Frames keep the cine's order in every output; strain indices are computed on the cycle started at ED (times
+are from ED).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import numpy as np
+
+from deepstrain_jax.analysis import inputs as inp
+from deepstrain_jax.analysis import qc
+from deepstrain_jax.analysis.networks import Networks
+from deepstrain_jax.data import preprocessing as pp
+from deepstrain_jax.data.subjects import make_vcn_input, resample_window
+from deepstrain_jax.errors import InputError
+
+SLICE_ORDERS = ("auto", "base_to_apex", "apex_to_base")
+CENTRES = ("auto", "vcn", "fov")
+
+
+@dataclasses.dataclass(frozen=True)
+class AnalysisOptions:
+    """How :func:`analyze` reads and processes a cine.
+
+    Attributes:
+      ed: ED frame, 0-based (default: ``Info.cfg``, else frame 0).
+      es: ES frame, 0-based (default: ``Info.cfg`` for an ACDC folder, else the frame of smallest LV volume).
+      frame_interval_s: seconds between frames (default: the NIfTI header's, else from ``heart_rate_bpm``).
+      heart_rate_bpm: beats per minute, when the header has no frame interval: ``dt = 60 / (HR T)`` (the cine
+        covers one cycle).
+      slice_order: ``"auto"`` (a phantom sidecar's record, else detected), ``"base_to_apex"`` or ``"apex_to_base"``.
+      centre: ``"vcn"`` (the centring network on ED), ``"fov"`` (the field-of-view centre, as the original's
+        ``test.py``) or ``"auto"`` (VCN, or the field of view in legacy mode).
+      legacy: the original's choices where they differ: dipy-style corner-aligned resampling, field-of-view
+        centring, and the original's strain numbers added to the results (``legacy_strain``).
+      inplane_mm: in-plane voxel size of the network grid.
+    """
+
+    ed: int | None = None
+    es: int | None = None
+    frame_interval_s: float | None = None
+    heart_rate_bpm: float | None = None
+    slice_order: str = "auto"
+    centre: str = "auto"
+    legacy: bool = False
+    inplane_mm: float = 1.25
+
+    def __post_init__(self):
+        if self.slice_order not in SLICE_ORDERS:
+            raise ValueError(f"slice_order must be one of {SLICE_ORDERS}, got {self.slice_order!r}")
+        if self.centre not in CENTRES:
+            raise ValueError(f"centre must be one of {CENTRES}, got {self.centre!r}")
+        for name in ("frame_interval_s", "heart_rate_bpm", "inplane_mm"):
+            v = getattr(self, name)
+            if v is not None and not (np.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a positive number, got {v}")
+        for name in ("ed", "es"):
+            v = getattr(self, name)
+            if v is not None and int(v) < 0:
+                raise ValueError(f"{name} must be a 0-based frame index >= 0, got {v}")
+
+    @property
+    def use_vcn(self) -> bool:
+        return self.centre == "vcn" or (self.centre == "auto" and not self.legacy)
+
+
+@dataclasses.dataclass
+class NetworkGrid:
+    """What the networks saw and produced, on the network grid (base -> apex, frames in cine order).
+
+    Attributes:
+      image: ``(T, N, N, Z)`` float32 resampled, cropped intensities (before z-scoring).
+      segmentation: ``(T, N, N, Z)`` uint8 CarSON labels.
+      u_vox: ``(T, N, N, Z, 3)`` float32 CarMEN displacement ED -> t, network voxels (``u[ed] = 0``).
+      spacing_mm: ``(3,)`` voxel size; affine: ``(4, 4)`` voxel-to-world of this grid.
+      strain: :class:`deepstrain_jax.ops.strain.CardiacStrain` (per-voxel components and global curves).
+      aha: ``(N, N, Z)`` int32 AHA segments of the ED myocardium, or ``None`` when they could not be placed.
+      det_f: ``(T, N, N, Z)`` float32 Jacobian determinant of the motion.
+      resampling, crop: the maps from the (slice-last) native grid; slices_reversed: whether z was flipped.
+    """
+
+    image: np.ndarray
+    segmentation: np.ndarray
+    u_vox: np.ndarray
+    spacing_mm: np.ndarray
+    affine: np.ndarray
+    strain: object
+    aha: np.ndarray | None
+    det_f: np.ndarray
+    resampling: pp.Resampling
+    crop: pp.Crop
+    slices_reversed: bool
+
+
+@dataclasses.dataclass
+class AnalysisResult:
+    """Everything :func:`analyze` computed for one subject.
+
+    Attributes:
+      name: subject name.
+      results: the ``results.json`` content (see :mod:`deepstrain_jax.analysis.results`).
+      affine: ``(4, 4)`` affine of the input cine; frame_interval_s: seconds or ``None``.
+      segmentation: ``(X, Y, Z, T)`` uint8 labels on the input grid (the input file's axis order).
+      displacement_mm: ``(X, Y, Z, T, 3)`` float32 displacement ED -> t in world mm on the input grid.
+      strain: ``{"radial", "circumferential", "longitudinal"}`` -> ``(X, Y, Z, T)`` float32 Green-Lagrange
+        strain (mm/mm) on the input grid, within the ED myocardium (0 elsewhere).
+      grid: :class:`NetworkGrid`.
+    """
+
+    name: str
+    results: dict
+    affine: np.ndarray
+    frame_interval_s: float | None
+    segmentation: np.ndarray
+    displacement_mm: np.ndarray
+    strain: dict
+    grid: NetworkGrid
+
+    def write(self, out_dir: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write the subject's output folder (all or nothing); see :mod:`deepstrain_jax.analysis.outputs`."""
+        from deepstrain_jax.analysis.outputs import write_subject
+
+        return write_subject(self, out_dir, overwrite=overwrite)
+
+
+def _frame_interval(options: AnalysisOptions, cine: inp.CineInput, t: int) -> tuple[float | None, str | None]:
+    if options.frame_interval_s is not None:
+        return float(options.frame_interval_s), "option"
+    if cine.frame_interval_s is not None:
+        return float(cine.frame_interval_s), "header"
+    if options.heart_rate_bpm is not None:
+        return 60.0 / float(options.heart_rate_bpm) / t, "heart_rate"
+    return None, None
+
+
+def _centre(ed_volume, plan: pp.Resampling, networks: Networks, use_vcn: bool) -> tuple[np.ndarray, str]:
+    """Crop centre on the resampled grid: the VCN's LV centre on the ED frame, or the field-of-view centre."""
+    if not use_vcn:
+        return (np.asarray(plan.out_shape[:2], np.float64) - 1.0) / 2.0, "fov"
+    from deepstrain_jax.models import vcn as vcn_lib
+
+    volume = resample_window(ed_volume, plan, None, 1)
+    view, vcn_crop = make_vcn_input(volume)
+    peak = np.asarray(vcn_lib.crop_center_vox(networks.vcn_heatmaps(view)), np.float64)
+    return peak + np.asarray(vcn_crop.start, np.float64), "vcn"
+
+
+def detect_slice_order(labels_ed) -> tuple[str, float]:
+    """Base -> apex or apex -> base from an ED label map ``(X, Y, Z)`` (stored order).
+
+    The LV (myocardium + cavity) cross-section shrinks towards the apex: the least-squares slope of its area
+    against the slice index, over the slices that hold LV, is negative for a base-first stack. Returns the order
+    and the slope relative to the mean area per slice (its magnitude is the confidence; 0 with < 2 LV slices).
+    """
+    area = np.isin(np.asarray(labels_ed), (2, 3)).sum(axis=(0, 1)).astype(np.float64)
+    z = np.flatnonzero(area)
+    if z.size < 2:
+        return "base_to_apex", 0.0
+    slope = np.polyfit(z.astype(np.float64), area[z], 1)[0] / area[z].mean()
+    return ("base_to_apex" if slope <= 0 else "apex_to_base"), float(slope)
+
+
+def _grid_affine(affine, plan: pp.Resampling, crop: pp.Crop, reverse: bool) -> np.ndarray:
+    m = np.eye(4)
+    m[:2, 3] = crop.start
+    a = plan.out_affine(affine) @ m
+    if reverse:
+        flip = np.diag([1.0, 1.0, -1.0, 1.0])
+        flip[2, 3] = plan.out_shape[2] - 1
+        a = a @ flip
+    return a
+
+
+def _to_native(volume, plan: pp.Resampling, crop: pp.Crop) -> np.ndarray:
+    """Network-grid ``(N, N, Z, ...)`` -> native ``(X, Y, Z, ...)``: paste into the resampled grid, interpolate."""
+    return pp.invert_resampling(pp.invert_crop(volume, crop), plan, order=1)
+
+
+def _labels_to_native(probs, plan, crop) -> np.ndarray:
+    """Arg-max of the class probabilities ``(N, N, Z, 4)`` interpolated to the native grid; background outside."""
+    fg = _to_native(probs[..., 1:], plan, crop)
+    return np.concatenate([1.0 - fg.sum(-1, keepdims=True), fg], axis=-1).argmax(-1).astype(np.uint8)
+
+
+def _masked_to_native(values, mask, plan, crop) -> np.ndarray:
+    """``L[m v] / L[m]`` back on the native grid (``values (N, N, Z, K)``), 0 where ``L[m] = 0``."""
+    m = mask.astype(np.float32)
+    num = _to_native(values * m[..., None], plan, crop)
+    den = _to_native(m, plan, crop)
+    return np.where(den[..., None] > 1e-6, num / np.maximum(den, 1e-6)[..., None], 0.0).astype(np.float32)
+
+
+def analyze(source, out: str | os.PathLike | None = None, *, networks: Networks | None = None,
+            options: AnalysisOptions | None = None, overwrite: bool = False, **option_kwargs) -> AnalysisResult:
+    """Analyse one cine: the data flow of the module docstring.
+
+    Args:
+      source: a 4D NIfTI path, an ACDC patient folder, or a :class:`deepstrain_jax.analysis.inputs.CineInput`.
+      out: optional output folder for this subject (written all-or-nothing, see
+        :mod:`deepstrain_jax.analysis.outputs`); its parent must be writable.
+      networks: :class:`deepstrain_jax.analysis.networks.Networks` (default: the shipped models; pass one
+        object to reuse compiled networks across subjects).
+      options: :class:`AnalysisOptions`, or its fields as keyword arguments.
+      overwrite: replace an existing ``out`` folder.
+    Returns:
+      :class:`AnalysisResult`.
+    Raises:
+      InputError: any problem with the input (module :mod:`deepstrain_jax.analysis.inputs`), a cine in which
+        no LV is found, or an output folder that exists (without ``overwrite``) or cannot be written.
+    """
+    from deepstrain_jax.analysis import results as res
+
+    options = options or AnalysisOptions(**option_kwargs)
+    if out is not None:
+        from deepstrain_jax.analysis.outputs import check_output_folder
+
+        check_output_folder(out, overwrite=overwrite)
+    cine0 = source if isinstance(source, inp.CineInput) else inp.read_input(source)
+    if networks is None:
+        networks = Networks.load(use_vcn=options.use_vcn)
+    use_vcn = options.use_vcn and networks.vcn is not None
+    slice_axis = inp.find_slice_axis(cine0.spacing_mm)
+    cine = inp.to_slice_last(cine0, slice_axis)
+    n_crop, n_slices = networks.grid
+    inp.check_cine(cine, crop_mm=n_crop * options.inplane_mm)
+    path, t_count = cine.cine_path, cine.image.shape[3]
+    ed = options.ed if options.ed is not None else cine.ed
+    ed_source = "option" if options.ed is not None else ("info_cfg" if cine.ed is not None else "first_frame")
+    ed = 0 if ed is None else int(ed)
+    es_given = options.es if options.es is not None else cine.es
+    for key, v in (("ED", ed), ("ES", es_given)):
+        if v is not None and not 0 <= v < t_count:
+            raise InputError(f"{key} frame {v} (0-based) is outside the cine's {t_count} frames", path)
+    dt, dt_source = _frame_interval(options, cine, t_count)
+    warnings = []
+    if dt is None:
+        warnings.append("frame interval unknown (no time unit in the header): strain rates are not computed; "
+                        "pass --frame-interval-ms or --heart-rate")
+
+    # Network grid, centring, segmentation.
+    plan = pp.plan_resampling(cine.image.shape[:3], cine.spacing_mm, inplane_mm=options.inplane_mm,
+                              n_slices=n_slices, align="corner" if options.legacy else "centre")
+    centre, centre_source = _centre(cine.image[..., ed], plan, networks, use_vcn)
+    crop = pp.plan_crop(plan.out_shape, centre, n_crop)
+    raw = np.ascontiguousarray(np.moveaxis(resample_window(cine.image, plan, crop, 1), 3, 0))  # (T, N, N, Z)
+    probs = [networks.segment_frame(raw[t]) for t in range(t_count)]
+    seg_net = np.stack([p.argmax(-1) for p in probs]).astype(np.uint8)
+
+    if options.slice_order != "auto":
+        order, order_source, slope = options.slice_order, "option", None
+    elif cine.slice_order in ("base_to_apex", "apex_to_base"):
+        order, order_source, slope = cine.slice_order, "sidecar", None
+    else:
+        order, slope = detect_slice_order(seg_net[ed])
+        order_source = "detected"
+        if abs(slope) < 0.02:
+            warnings.append(f"slice order uncertain (LV area slope {slope:+.3f} per slice); assumed {order}; "
+                            "pass --slice-order to set it")
+    reverse = order == "apex_to_base"
+    if reverse:
+        raw, seg_net = raw[..., ::-1], seg_net[..., ::-1]
+
+    # Volumes on the native grid.
+    seg_native = np.stack([_labels_to_native(p, plan, crop) for p in probs], axis=-1)  # (X, Y, Z, T)
+    from deepstrain_jax.cardiac import volumetrics
+
+    try:
+        vols = volumetrics.clinical_indices(np.moveaxis(seg_native, 3, 0), cine.spacing_mm, ed=ed, es=es_given)
+    except ValueError as e:
+        raise InputError(f"no LV found by the segmentation ({e}); is the heart in the field of view?", path) from None
+    es = vols.es
+    es_source = "option" if options.es is not None else ("info_cfg" if cine.es is not None else "min_lv_volume")
+
+    # Motion: (ED, t) for every other frame; (ES, ED) for the cycle closure.
+    spacing = np.asarray(plan.out_spacing_mm, np.float64)
+    u_vox = np.zeros(raw.shape + (3,), np.float32)
+    others = [t for t in range(t_count) if t != ed]
+    u_vox[others] = networks.motion(raw[ed], raw[others])
+    labels_ed = np.ascontiguousarray(seg_net[ed])
+    myo = labels_ed == 2
+    if not myo.any() or not (labels_ed == 3).any():
+        raise InputError(f"the segmentation found no LV myocardium or cavity in the ED frame {ed}; is the heart "
+                         "in the field of view?", path)
+    u_mm = u_vox * spacing.astype(np.float32)
+
+    from deepstrain_jax.cardiac import aha as aha_lib
+    from deepstrain_jax.ops import strain as strain_lib
+
+    try:
+        strain = strain_lib.cardiac_strain(u_mm, labels_ed, spacing, base_first=True)
+    except ValueError as e:
+        raise InputError(f"strain could not be computed from the ED segmentation: {e}", path) from None
+    affine_net = _grid_affine(cine.affine, plan, crop, reverse)
+    try:
+        segments = aha_lib.aha_segments(labels_ed, spacing, base_first=True, affine=affine_net)
+    except ValueError as e:
+        segments = None
+        warnings.append(f"AHA segments not placed: {e}")
+    det_f = qc.jacobian_determinant(u_mm, spacing)
+    folding = qc.folding_statistics(det_f, myo)
+    if es != ed:
+        u_back = networks.motion(raw[es], raw[ed][None])[0]
+        closure = qc.cycle_closure_mm(u_vox[es], u_back, spacing, myo)
+    else:
+        closure = {"mean": 0.0, "p95": 0.0}
+    legacy = None
+    if options.legacy:
+        from deepstrain_jax.ops.strain_legacy import legacy_strain
+
+        ls = legacy_strain(u_vox, labels_ed)
+        legacy = {"global_radial": np.asarray(ls.global_radial), "global_circumferential":
+                  np.asarray(ls.global_circumferential)}
+
+    # Voxel outputs back on the native grid (slice-last), then in the input file's axis order.
+    sign = np.array([1.0, 1.0, -1.0 if reverse else 1.0], np.float32)
+    zflip = slice(None, None, -1) if reverse else slice(None)
+    direction = cine.affine[:3, :3] / cine.spacing_mm[None, :]
+    disp = np.stack([_to_native(u_mm[t][:, :, zflip] * sign, plan, crop) @ direction.T.astype(np.float32)
+                     for t in range(t_count)], axis=3).astype(np.float32)            # (X, Y, Z, T, 3)
+    comps = np.stack([np.asarray(strain.components.rr), np.asarray(strain.components.cc),
+                      np.asarray(strain.components.ll)], axis=-1)                     # (T, N, N, Z, 3)
+    maps = np.stack([_masked_to_native(comps[t][:, :, zflip], myo[:, :, zflip], plan, crop)
+                     for t in range(t_count)], axis=3)                                # (X, Y, Z, T, 3)
+    myo_native = seg_native[..., ed] == 2
+    maps = np.where(myo_native[..., None, None], maps, 0.0).astype(np.float32)
+    inverse = tuple(int(np.argsort(inp.slice_last_order(slice_axis))[k]) for k in range(3))
+    seg_out = np.transpose(seg_native, inverse + (3,))
+    disp_out = np.transpose(disp, inverse + (3, 4))
+    strain_out = {name: np.transpose(maps[..., k], inverse + (3,))
+                  for k, name in enumerate(("radial", "circumferential", "longitudinal"))}
+
+    grid = NetworkGrid(image=raw, segmentation=seg_net, u_vox=u_vox, spacing_mm=spacing, affine=affine_net,
+                       strain=strain, aha=segments, det_f=det_f, resampling=plan, crop=crop,
+                       slices_reversed=reverse)
+    results = res.build_results(
+        cine=cine0, networks=networks, options=options, grid=grid, volumes=vols, ed=ed, es=es,
+        ed_source=ed_source, es_source=es_source, dt=dt, dt_source=dt_source, slice_axis=slice_axis,
+        slice_order=order, slice_order_source=order_source, slice_order_slope=slope, centre=centre,
+        centre_source=centre_source, folding=folding, closure=closure, legacy=legacy, warnings=warnings)
+    result = AnalysisResult(name=cine0.name, results=results, affine=cine0.affine, frame_interval_s=dt,
+                            segmentation=seg_out, displacement_mm=disp_out, strain=strain_out, grid=grid)
+    if out is not None:
+        result.write(out, overwrite=overwrite)
+    return result
