@@ -4,7 +4,8 @@ The data flow (DESIGN.md): read and check the cine (:mod:`deepstrain_jax.analysi
 last -> resample to the network grid (1.25 mm in-plane, 16 slices spanning the stack,
 :mod:`deepstrain_jax.data.preprocessing`) -> centre with VCN on the ED frame and crop 128 x 128 (padding where the
 window overhangs the field of view) -> CarSON on every slice of every frame -> slice order base -> apex (given,
-recorded by a phantom sidecar, or detected from the LV: its cross-section shrinks towards the apex) -> CarMEN on
+recorded by a phantom sidecar, or detected from the segmentation: the heart's cross-section shrinks
+towards the apex) -> CarMEN on
 (ED, t) pairs for every frame and on (ES, ED) for the cycle-closure check -> Green-Lagrange strain in mm/mm on
 the ED grid, radial / circumferential / longitudinal about the fitted LV centre line, global curves, strain
 rate, ESS / SRs / SRe, AHA segments (:mod:`deepstrain_jax.ops.strain`, :mod:`deepstrain_jax.cardiac`) -> volumes
@@ -37,6 +38,7 @@ from deepstrain_jax.errors import InputError
 
 SLICE_ORDERS = ("auto", "base_to_apex", "apex_to_base")
 CENTRES = ("auto", "vcn", "fov")
+DEFAULT_CROP = 128  # in-plane size of the network crop of the shipped and the original networks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,11 +171,12 @@ def _centre(ed_volume, plan: pp.Resampling, networks: Networks, use_vcn: bool) -
 def detect_slice_order(labels_ed) -> tuple[str, float]:
     """Base -> apex or apex -> base from an ED label map ``(X, Y, Z)`` (stored order).
 
-    The LV (myocardium + cavity) cross-section shrinks towards the apex: the least-squares slope of its area
-    against the slice index, over the slices that hold LV, is negative for a base-first stack. Returns the order
-    and the slope relative to the mean area per slice (its magnitude is the confidence; 0 with < 2 LV slices).
+    The heart's cross-section (RV and LV: labels 1, 2, 3) shrinks towards the apex, the RV's most of all (it
+    ends above the LV apex): the least-squares slope of the labelled area against the slice index, over the
+    slices that hold any, is negative for a base-first stack. Returns the order and the slope relative to the
+    mean area per slice (its magnitude is the confidence; 0 with < 2 labelled slices).
     """
-    area = np.isin(np.asarray(labels_ed), (2, 3)).sum(axis=(0, 1)).astype(np.float64)
+    area = np.isin(np.asarray(labels_ed), (1, 2, 3)).sum(axis=(0, 1)).astype(np.float64)
     z = np.flatnonzero(area)
     if z.size < 2:
         return "base_to_apex", 0.0
@@ -211,6 +214,18 @@ def _masked_to_native(values, mask, plan, crop) -> np.ndarray:
     return np.where(den[..., None] > 1e-6, num / np.maximum(den, 1e-6)[..., None], 0.0).astype(np.float32)
 
 
+def read_checked(source, *, crop_mm: float = DEFAULT_CROP * 1.25) -> tuple[inp.CineInput, inp.CineInput, int]:
+    """Read (unless given a :class:`~deepstrain_jax.analysis.inputs.CineInput`) and check a subject.
+
+    Returns ``(as read, with its slice axis last, the file's slice axis)``; raises InputError for bad input.
+    """
+    cine0 = source if isinstance(source, inp.CineInput) else inp.read_input(source)
+    slice_axis = inp.find_slice_axis(cine0.spacing_mm)
+    cine = inp.to_slice_last(cine0, slice_axis)
+    inp.check_cine(cine, crop_mm=crop_mm)
+    return cine0, cine, slice_axis
+
+
 def analyze(source, out: str | os.PathLike | None = None, *, networks: Networks | None = None,
             options: AnalysisOptions | None = None, overwrite: bool = False, **option_kwargs) -> AnalysisResult:
     """Analyse one cine: the data flow of the module docstring.
@@ -236,12 +251,11 @@ def analyze(source, out: str | os.PathLike | None = None, *, networks: Networks 
         from deepstrain_jax.analysis.outputs import check_output_folder
 
         check_output_folder(out, overwrite=overwrite)
-    cine0 = source if isinstance(source, inp.CineInput) else inp.read_input(source)
-    if networks is None:
+    n_crop = networks.grid[0] if networks is not None else DEFAULT_CROP
+    cine0, cine, slice_axis = read_checked(source, crop_mm=n_crop * options.inplane_mm)
+    if networks is None:  # loaded after the input passed its checks: bad input fails fast
         networks = Networks.load(use_vcn=options.use_vcn)
     use_vcn = options.use_vcn and networks.vcn is not None
-    slice_axis = inp.find_slice_axis(cine0.spacing_mm)
-    cine = inp.to_slice_last(cine0, slice_axis)
     n_crop, n_slices = networks.grid
     inp.check_cine(cine, crop_mm=n_crop * options.inplane_mm)
     path, t_count = cine.cine_path, cine.image.shape[3]
@@ -275,7 +289,7 @@ def analyze(source, out: str | os.PathLike | None = None, *, networks: Networks 
         order, slope = detect_slice_order(seg_net[ed])
         order_source = "detected"
         if abs(slope) < 0.02:
-            warnings.append(f"slice order uncertain (LV area slope {slope:+.3f} per slice); assumed {order}; "
+            warnings.append(f"slice order uncertain (heart area slope {slope:+.3f} per slice); assumed {order}; "
                             "pass --slice-order to set it")
     reverse = order == "apex_to_base"
     if reverse:

@@ -17,6 +17,8 @@ the CLI's persistent compilation cache (:func:`enable_compilation_cache`) carrie
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import os
 from pathlib import Path
 from typing import Callable
@@ -92,10 +94,21 @@ def load_network(name: str, spec: str | os.PathLike | None = None) -> Network:
     arch = models.architecture(arch)
     if arch["name"] != name:
         raise InputError(f"holds a {arch['name']} network, not {name}", source)
-    _, apply = models.build(arch)
     variables = jax.tree_util.tree_map(jax.numpy.asarray, variables)
     return Network(name=name, arch=arch, variables=variables, source=source,
-                   apply=jax.jit(lambda v, x: apply(v, x)))
+                   apply=_compiled_apply(json.dumps(arch, sort_keys=True)))
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_apply(arch_json: str) -> Callable:
+    """One jitted ``apply(variables, x)`` per architecture: reloading a model (or another model of the same
+    architecture) reuses the compiled code."""
+    import jax
+
+    from deepstrain_jax import models
+
+    _, apply = models.build(json.loads(arch_json))
+    return jax.jit(lambda variables, x: apply(variables, x))
 
 
 def enable_compilation_cache(path: str | os.PathLike | None = None) -> str:

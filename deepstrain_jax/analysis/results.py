@@ -6,7 +6,7 @@ Schema ``deepstrain-jax/results`` version 1 (every key is always present; unknow
 * ``input``: path, kind (``nifti`` / ``acdc``), cine file, shape ``[X, Y, Z, T]``, spacing_mm, affine (4x4),
   frame_interval_s and its source (``option`` / ``header`` / ``heart_rate`` / null), slice_axis (of the file),
   slice_order (stored order: ``base_to_apex`` / ``apex_to_base``), its source (``option`` / ``sidecar`` /
-  ``detected``) and the detection's relative LV-area slope, group (``Info.cfg``).
+  ``detected``) and the detection's relative heart-area slope, group (``Info.cfg``).
 * ``models``: per network (vcn may be null) its source, family, width, depth, input shape, parameter count.
 * ``options``: the :class:`~deepstrain_jax.pipeline.AnalysisOptions` used.
 * ``frames``: n, ed, es (0-based, cine order), their sources, time_s (frame k at ``k dt``; null without dt).

@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heart-rate", type=float, metavar="BPM",
                         help="heart rate when the header has no frame interval (dt = 60 / (HR x frames))")
     parser.add_argument("--slice-order", choices=("auto", "base-to-apex", "apex-to-base"), default="auto",
-                        help="stored slice order (default: detected from the LV)")
+                        help="stored slice order (default: detected from the segmentation)")
     parser.add_argument("--centre", choices=("auto", "vcn", "fov"), default="auto",
                         help="crop centre: VCN on ED, or the field-of-view centre (default: VCN; FOV in legacy)")
     parser.add_argument("--vcn", metavar="MODEL", help="VCN model (default: shipped)")
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from deepstrain_jax.analysis.networks import enable_compilation_cache
     from deepstrain_jax.analysis.outputs import check_output_folder
     from deepstrain_jax.errors import InputError
-    from deepstrain_jax.pipeline import analyze
+    from deepstrain_jax.pipeline import analyze, read_checked
 
     options = options_from_args(args)
     if args.pair_batch < 1:
@@ -101,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
             return 2
         return 0
     check_output_folder(args.out, overwrite=args.overwrite)
-    result = analyze(source, args.out, networks=load_networks(args, options), options=options,
+    cine, _, _ = read_checked(source)  # bad input fails before the models load
+    result = analyze(cine, args.out, networks=load_networks(args, options), options=options,
                      overwrite=args.overwrite)
     r = result.results
     ind, vol = r["strain"]["indices"], r["volumes"]

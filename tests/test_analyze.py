@@ -1,0 +1,172 @@
+"""End-to-end `deepstrain analyze` on a small phantom with the shipped models: outputs, values against the
+exact truth, determinism, slice-order detection, cohorts with a corrupt subject, and resume."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from deepstrain_jax.analysis import cohort, phantom_check
+from deepstrain_jax.analysis.networks import Networks
+from deepstrain_jax.analysis.results import OUTPUT_FILES, check_results
+from deepstrain_jax.cli import main
+from deepstrain_jax.phantom import dataset
+from deepstrain_jax.pipeline import analyze
+
+SMALL = dict(n_frames=6, snr=30.0, matrix=(112, 112), pixel_mm=1.6, n_slices=8, slice_thickness_mm=8.0,
+             slice_spacing_mm=10.0, supersample_inplane=2, supersample_slice=3)
+
+
+@pytest.fixture(scope="module")
+def case():
+    return dataset.make_case(11, "NOR", **SMALL)
+
+
+@pytest.fixture(scope="module")
+def phantom(case, tmp_path_factory):
+    return dataset.save_case(tmp_path_factory.mktemp("phantoms") / "patient001", case)
+
+
+@pytest.fixture(scope="module")
+def networks():
+    return Networks.load()
+
+
+@pytest.fixture(scope="module")
+def analysed(phantom, networks, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out") / "patient001"
+    return analyze(phantom, out, networks=networks), out
+
+
+def _world_to_axes(u_world, affine):
+    d = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
+    return u_world @ d  # u_axes_j = sum_i d_ij u_world_i (d orthonormal)
+
+
+def test_every_output_file_is_written_with_the_input_geometry(analysed, phantom):
+    result, out = analysed
+    for name in OUTPUT_FILES.values():
+        assert (out / name).is_file(), name
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temporary left
+    cine = nib.load(phantom / "patient001_4d.nii.gz")
+    x, y, z, t = cine.shape
+    expect = {"segmentation": (x, y, z, t), "displacement": (x, y, z, t, 3), "strain_radial": (x, y, z, t),
+              "strain_circumferential": (x, y, z, t), "strain_longitudinal": (x, y, z, t)}
+    for key, shape in expect.items():
+        img = nib.load(out / OUTPUT_FILES[key])
+        assert img.shape == shape, key
+        np.testing.assert_allclose(img.affine, cine.affine, atol=1e-4)
+        assert img.header.get_zooms()[3] == pytest.approx(cine.header.get_zooms()[3], rel=1e-5)
+    seg = np.asarray(nib.load(out / OUTPUT_FILES["segmentation"]).dataobj)
+    assert seg.dtype == np.uint8 and set(np.unique(seg)) <= {0, 1, 2, 3}
+    assert nib.load(out / OUTPUT_FILES["displacement"]).header["intent_code"] == 1006
+    # Strain maps live on the ED myocardium of the written segmentation only.
+    ed = result.results["frames"]["ed"]
+    strain = np.asarray(nib.load(out / OUTPUT_FILES["strain_circumferential"]).dataobj)
+    assert np.all(strain[seg[..., ed] != 2] == 0) and np.any(strain[seg[..., ed] == 2] != 0)
+
+
+def test_results_json_schema_and_csvs(analysed):
+    result, out = analysed
+    d = json.loads((out / "results.json").read_text())
+    check_results(d)
+    assert d == json.loads(json.dumps(result.results))
+    assert d["input"]["kind"] == "acdc" and d["input"]["slice_order_source"] == "sidecar"
+    assert d["frames"]["n"] == 6 and d["frames"]["ed_source"] == "info_cfg"
+    curves = (out / "curves.csv").read_text().splitlines()
+    assert len(curves) == 1 + 6 and curves[0].startswith("frame,time_s,lv_volume_ml")
+    row = curves[1 + d["frames"]["es"]].split(",")
+    assert float(row[6]) == pytest.approx(d["strain"]["global_pct"]["circumferential"][d["frames"]["es"]],
+                                          rel=1e-5)
+    aha = (out / "aha_segments.csv").read_text().splitlines()
+    assert len(aha) == 18 and aha[1].startswith("1,basal anterior")
+    html = (out / "report.html").read_text()
+    assert "patient001" in html and "data:image/png;base64," in html and "http" not in html
+
+
+def test_values_against_the_phantom_truth(analysed, phantom, case):
+    """Tolerances: what a small, phantom-trained model on a coarse 6-frame phantom must reach."""
+    result, out = analysed
+    rows, segments = phantom_check.compare(result.results, phantom)
+    by = {r.quantity: r for r in rows}
+    assert abs(by["LV EF"].error) < 8.0
+    assert abs(by["global circumferential ESS"].error) < 4.0
+    assert abs(by["global radial ESS"].error) < 20.0
+    assert segments["circumferential"]["mean_abs_error_pp"] < 6.0
+    # Segmentation on the native grid against the rendered labels.
+    arrays, _ = dataset.load_truth(phantom)
+    seg = result.segmentation
+    for t in (case.cine.ed, case.cine.es):
+        for label, floor in ((3, 0.85), (2, 0.7), (1, 0.8)):
+            a, b = seg[..., t] == label, arrays["labels"][..., t] == label
+            assert 2 * (a & b).sum() / (a.sum() + b.sum()) > floor, (t, label)
+    # Motion at ES on the native grid, in the file's array axes, against the exact displacement.
+    u = _world_to_axes(result.displacement_mm[..., case.cine.es, :], result.affine)
+    truth = arrays["u_mm"][case.cine.es]
+    myo = arrays["myo_mask"]
+    epe = np.linalg.norm(u - truth, axis=-1)[myo].mean()
+    assert epe < 0.4 * np.linalg.norm(truth, axis=-1)[myo].mean()
+    assert epe < 3.0
+    # The ED frame is the reference: zero displacement.
+    assert np.all(result.displacement_mm[..., case.cine.ed, :] == 0)
+
+
+def test_two_runs_give_identical_outputs(analysed, phantom, networks, tmp_path):
+    result, out = analysed
+    again = analyze(phantom, tmp_path / "again", networks=networks)
+    assert json.dumps(again.results) == json.dumps(result.results)
+    np.testing.assert_array_equal(again.segmentation, result.segmentation)
+    np.testing.assert_array_equal(again.displacement_mm, result.displacement_mm)
+    for name in ("results.json", "curves.csv", "aha_segments.csv", "polar_map.png", "curves.png", "report.html"):
+        assert (tmp_path / "again" / name).read_bytes() == (out / name).read_bytes(), name
+
+
+def test_reversed_stack_from_a_bare_nifti_is_detected_and_gives_the_same_strain(analysed, case, networks,
+                                                                                tmp_path):
+    result, _ = analysed
+    folder = tmp_path / "patient009"
+    dataset.save_case(folder, case, slice_order="apex_to_base")
+    nifti = tmp_path / "cine.nii.gz"
+    shutil.copy(folder / "patient009_4d.nii.gz", nifti)
+    rev = analyze(nifti, networks=networks, es=case.cine.es)
+    r = rev.results
+    assert r["input"]["kind"] == "nifti" and r["input"]["slice_order_source"] == "detected"
+    assert r["input"]["slice_order"] == "apex_to_base"
+    for d in ("circumferential", "longitudinal"):
+        assert r["strain"]["indices"][d]["ess_pct"] == pytest.approx(
+            result.results["strain"]["indices"][d]["ess_pct"], abs=1.5)
+    # Voxel outputs come back in the file's (reversed) slice order.
+    np.testing.assert_array_equal(rev.segmentation[..., ::-1, :].shape, result.segmentation.shape)
+    agree = (rev.segmentation[:, :, ::-1] == result.segmentation).mean()
+    assert agree > 0.97
+
+
+def test_cli_cohort_with_a_corrupt_subject_finishes_the_others_and_resumes(phantom, tmp_path, capsys):
+    cohort_dir = tmp_path / "cohort"
+    cohort_dir.mkdir()
+    shutil.copytree(phantom, cohort_dir / "patient001")
+    (cohort_dir / "broken_4d.nii.gz").write_bytes(b"\x1f\x8b\x08\x00 not really a gzip stream")
+    out = tmp_path / "out"
+    assert main(["analyze", str(cohort_dir), "--out", str(out), "--no-cache"]) == 2
+    err = capsys.readouterr().err
+    assert "broken_4d" in err and "failed" in err
+    rows = (out / "cohort.csv").read_text().splitlines()
+    assert len(rows) == 3
+    status = {r.split(",")[0]: r.split(",")[1] for r in rows[1:]}
+    assert status == {"broken_4d": "failed", "patient001": "done"}
+    assert "truncated or corrupt" in rows[1] or "not a readable NIfTI" in rows[1]
+    assert (out / "patient001" / "results.json").is_file() and not (out / "broken_4d").exists()
+    stamp = (out / "patient001" / "results.json").stat().st_mtime_ns
+
+    # Resume: the finished subject is skipped (not rewritten), the broken one is tried again.
+    seen = []
+    rows2 = cohort.run_cohort(cohort_dir, out, progress=seen.append)
+    assert [(r.subject, r.status) for r in rows2] == [("broken_4d", "failed"), ("patient001", "skipped")]
+    assert (out / "patient001" / "results.json").stat().st_mtime_ns == stamp
+    assert len(seen) == 2
+    csv_rows = (out / "cohort.csv").read_text().splitlines()
+    assert csv_rows[2].startswith("patient001,skipped,,NOR,6,")
