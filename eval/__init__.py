@@ -1,0 +1,1 @@
+"""Validation: phantom study, classical motion baselines, evaluators for ACDC, M&Ms and CMAC."""
