@@ -1,0 +1,176 @@
+"""Full-cycle wall time of `deepstrain analyze` on a 25-frame subject: shipped models and the legacy networks.
+
+    python benchmarks/bench_analyze.py                 # 25 frames, tf-keras reference if installed
+    python benchmarks/bench_analyze.py --frames 30 --repeats 3 --no-keras
+
+What is timed (one process, one phantom subject rendered first and written in the ACDC layout):
+
+1. **Shipped path**: :func:`deepstrain_jax.pipeline.analyze` with the shipped v2 models, end to end (reading the
+   NIfTI, resampling, VCN, CarSON on every slice of every frame, CarMEN on every (ED, t) pair plus the (ES, ED)
+   closure pair, strain, AHA, volumes, QC, native-grid outputs, writing every output file). The first run
+   includes compilation (cold: ``jax_compilation_cache_dir`` is not set here); the median of the next
+   ``--repeats`` runs is the warm time.
+2. **Legacy path**: the same pipeline in legacy mode (dipy-style resampling, field-of-view centring, the
+   original's strain added) with the full-size legacy CarSON (57.3 M parameters) and CarMEN (111.9 M). The
+   published weights are not available here, and random weights find no heart, so each network call runs the
+   legacy network *and* the shipped one on the same input, and the pipeline continues with the shipped output.
+   Every call is timed separately, so ``legacy path = wall - shipped network time - tf-keras time`` is the
+   pipeline with the legacy networks in place of the shipped ones (network time is independent of weights).
+3. **tf-keras reference** (``pip install -e .[keras]``): the original tf-keras graphs of the same two legacy
+   networks, called on the same inputs in the same run; their summed time is the networks-alone cost of the
+   original implementation on this machine (the issue's anchor: about 0.94 s per CarMEN pair and 64 ms per
+   CarSON slice, about 50 s for a 25-frame cycle, on this machine class).
+
+Printed: each path's wall time, its network share, and the ratio legacy path / tf-keras networks alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from deepstrain_jax.cli import use_fast_cpu_convolutions  # noqa: E402
+
+use_fast_cpu_convolutions()
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _keras_call(name: str, seed: int):
+    """``fn(x) -> None`` running the tf-keras legacy graph on a channels-last batch, or None without tf-keras."""
+    try:
+        import tensorflow as tf
+        import tf_keras  # noqa: F401
+    except ImportError:
+        return None
+    from deepstrain_jax.models.keras_reference import build_keras_model, randomize_keras_weights
+
+    model = build_keras_model(name)
+    randomize_keras_weights(model, seed)
+    call = tf.function(lambda inp: model(inp, training=False))
+
+    def run(x):
+        x = np.asarray(x)
+        inp = [tf.constant(x[..., :1]), tf.constant(x[..., 1:])] if name == "carmen" else tf.constant(x)
+        call(inp).numpy()
+
+    return run
+
+
+def _legacy_call(name: str, seed: int):
+    from deepstrain_jax import models
+
+    init, apply = models.build({"name": name, "family": "legacy"})
+    variables = jax.jit(init)(jax.random.key(seed))
+    fn = jax.jit(lambda v, x: apply(v, x))
+    return lambda x: fn(variables, x).block_until_ready()
+
+
+def _shadowed(network, shadows: dict, clock: dict):
+    """A copy of ``network`` whose apply also runs each shadow on the same input; every call is timed."""
+    import dataclasses
+
+    inner = network.apply
+
+    def apply(variables, x):
+        t0 = time.perf_counter()
+        y = inner(variables, x)
+        y.block_until_ready()
+        clock[f"shipped {network.name}"] += time.perf_counter() - t0
+        for label, fn in shadows.items():
+            t0 = time.perf_counter()
+            fn(x)
+            clock[f"{label} {network.name}"] += time.perf_counter() - t0
+        return y
+
+    return dataclasses.replace(network, apply=apply)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=25)
+    parser.add_argument("--repeats", type=int, default=2, help="warm runs of the shipped path (median)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--no-keras", action="store_true", help="skip the tf-keras reference")
+    parser.add_argument("--no-legacy", action="store_true", help="skip the legacy path")
+    args = parser.parse_args(argv)
+
+    from deepstrain_jax.analysis.networks import Networks
+    from deepstrain_jax.phantom import dataset
+    from deepstrain_jax.pipeline import AnalysisOptions, analyze
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        t0 = time.perf_counter()
+        case = dataset.make_case(args.seed, "NOR", n_frames=args.frames, snr=20.0)
+        folder = dataset.save_case(tmp / "patient001", case)
+        x, y, z, t = case.cine.image.shape
+        print(f"subject: {x} x {y} x {z} voxels x {t} frames (rendered in {time.perf_counter() - t0:.1f} s); "
+              f"JAX {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPUs", flush=True)
+
+        nets = Networks.load()
+        runs = []
+        for k in range(1 + args.repeats):
+            t0 = time.perf_counter()
+            analyze(folder, tmp / f"out{k}", networks=nets)
+            runs.append(time.perf_counter() - t0)
+            print(f"  shipped path run {k + 1}: {runs[-1]:.1f} s{' (includes compilation)' if k == 0 else ''}",
+                  flush=True)
+        warm = statistics.median(runs[1:]) if args.repeats else runs[0]
+        clock = defaultdict(float)
+        timed = Networks(carson=_shadowed(nets.carson, {}, clock), carmen=_shadowed(nets.carmen, {}, clock),
+                         vcn=_shadowed(nets.vcn, {}, clock), pair_batch=nets.pair_batch)
+        t0 = time.perf_counter()
+        analyze(folder, tmp / "timed", networks=timed)
+        wall = time.perf_counter() - t0
+        net = sum(clock.values())
+        print(f"shipped v2 models: {warm:.1f} s per {t}-frame subject warm (median of {args.repeats}), "
+              f"{runs[0]:.1f} s cold; networks {net:.1f} s of {wall:.1f} s "
+              f"({', '.join(f'{k} {v:.1f} s' for k, v in sorted(clock.items()))})")
+
+        if args.no_legacy:
+            return 0
+        shadows = {"carson": {"legacy": _legacy_call("carson", 0)}, "carmen": {"legacy": _legacy_call("carmen", 1)}}
+        if not args.no_keras:
+            for name in ("carson", "carmen"):
+                fn = _keras_call(name, 2)
+                if fn is not None:
+                    shadows[name]["tf-keras"] = fn
+        legacy_nets = Networks(carson=_shadowed(nets.carson, shadows["carson"], defaultdict(float)),
+                               carmen=_shadowed(nets.carmen, shadows["carmen"], defaultdict(float)),
+                               vcn=None, pair_batch=1)
+        # Warm-up (compiles the legacy networks and traces the tf-keras graphs), then the timed run.
+        analyze(folder, tmp / "legacy_warm", networks=legacy_nets, options=AnalysisOptions(legacy=True))
+        clock = defaultdict(float)
+        legacy_nets = Networks(carson=_shadowed(nets.carson, shadows["carson"], clock),
+                               carmen=_shadowed(nets.carmen, shadows["carmen"], clock), vcn=None, pair_batch=1)
+        t0 = time.perf_counter()
+        analyze(folder, tmp / "legacy", networks=legacy_nets, options=AnalysisOptions(legacy=True))
+        wall = time.perf_counter() - t0
+        shipped = sum(v for k, v in clock.items() if k.startswith("shipped"))
+        keras = sum(v for k, v in clock.items() if k.startswith("tf-keras"))
+        legacy_net = sum(v for k, v in clock.items() if k.startswith("legacy"))
+        legacy_path = wall - shipped - keras
+        print(f"legacy networks (JAX, pair batch 1): pipeline {legacy_path:.1f} s per {t}-frame subject, of which "
+              f"networks {legacy_net:.1f} s (CarSON {clock['legacy carson']:.1f} s for {t * 16} slices, CarMEN "
+              f"{clock['legacy carmen']:.1f} s for {t} pairs)")
+        if keras:
+            print(f"tf-keras legacy networks alone, same calls: {keras:.1f} s (CarSON {clock['tf-keras carson']:.1f} s"
+                  f", CarMEN {clock['tf-keras carmen']:.1f} s)")
+            print(f"ratio: JAX legacy pipeline (everything) / tf-keras networks alone = {legacy_path / keras:.2f}")
+        else:
+            print("tf-keras not installed: no reference in this run (pip install -e .[keras])")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
