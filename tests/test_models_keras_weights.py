@@ -153,3 +153,26 @@ def test_convert_weights_command_writes_a_loadable_model(tmp_path, reference, ca
     assert cli.main(["convert-weights", str(tmp_path / "w.h5"), str(out), "--overwrite", "--name", "carmen"]) == 2
     assert "carmen" in capsys.readouterr().err  # 2D weights do not fit the 3D network
     assert cli.main(["convert-weights", str(tmp_path / "missing.h5"), str(tmp_path / "m2")]) == 2
+
+
+def test_analysis_loads_keras_files_model_folders_and_workdirs(tmp_path, reference):
+    from deepstrain_jax.analysis.networks import load_network
+    from deepstrain_jax.errors import InputError
+    from deepstrain_jax.training.checkpointing import save_variables
+
+    variables, layers = reference
+    write_keras_h5(tmp_path / "carson_Jan2021.h5", layers)
+    net = load_network("carson", tmp_path / "carson_Jan2021.h5")
+    assert net.arch["family"] == "legacy" and net.source.endswith("carson_Jan2021.h5")
+    jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(net.variables), variables)
+    x = np.random.default_rng(1).standard_normal((2, 8, 8, 1)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(net.apply(net.variables, x)),
+                               np.asarray(build(CFG)[1](variables, x)), rtol=1e-5, atol=1e-6)
+    save_variables(tmp_path / "work" / "model", variables, net.arch)
+    for spec in (tmp_path / "work" / "model", tmp_path / "work"):  # a model folder, a training workdir
+        again = load_network("carson", spec)
+        jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(again.variables), variables)
+    with pytest.raises(InputError, match="holds a carson network, not carmen"):
+        load_network("carmen", tmp_path / "carson_Jan2021.h5")
+    with pytest.raises(InputError, match="not a vcn model"):
+        load_network("vcn", tmp_path)
