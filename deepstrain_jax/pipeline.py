@@ -3,7 +3,7 @@
 The data flow (DESIGN.md): read and check the cine (:mod:`deepstrain_jax.analysis.inputs`) -> put the slice axis
 last -> resample to the network grid (1.25 mm in-plane, 16 slices spanning the stack,
 :mod:`deepstrain_jax.data.preprocessing`) -> centre with VCN on the ED frame and crop 128 x 128 (padding where the
-window overhangs the field of view) -> CarSON on every slice of every frame -> slice order base -> apex (given,
+window overhangs the field of view) -> CarSON on every slice of every frame (labelled islands away from the heart removed) -> slice order base -> apex (given,
 recorded by a phantom sidecar, or detected from the segmentation: the heart's cross-section shrinks
 towards the apex) -> CarMEN on
 (ED, t) pairs for every frame and on (ES, ED) for the cycle-closure check -> Green-Lagrange strain in mm/mm on
@@ -184,6 +184,25 @@ def detect_slice_order(labels_ed) -> tuple[str, float]:
     return ("base_to_apex" if slope <= 0 else "apex_to_base"), float(slope)
 
 
+def keep_heart_component(labels) -> np.ndarray:
+    """Remove labelled islands away from the heart: keep the largest 26-connected component of ``labels > 0``.
+
+    Args:
+      labels: ``(X, Y, Z)`` ACDC label map.
+    Returns:
+      the labels with every voxel outside that component set to 0 (a copy).
+    """
+    from scipy import ndimage
+
+    labels = np.asarray(labels)
+    components, n = ndimage.label(labels > 0, structure=np.ones((3, 3, 3), bool))
+    if n <= 1:
+        return labels.copy()
+    sizes = np.bincount(components.ravel())
+    sizes[0] = 0
+    return np.where(components == int(np.argmax(sizes)), labels, 0).astype(labels.dtype)
+
+
 def _grid_affine(affine, plan: pp.Resampling, crop: pp.Crop, reverse: bool) -> np.ndarray:
     m = np.eye(4)
     m[:2, 3] = crop.start
@@ -279,7 +298,7 @@ def analyze(source, out: str | os.PathLike | None = None, *, networks: Networks 
     crop = pp.plan_crop(plan.out_shape, centre, n_crop)
     raw = np.ascontiguousarray(np.moveaxis(resample_window(cine.image, plan, crop, 1), 3, 0))  # (T, N, N, Z)
     probs = [networks.segment_frame(raw[t]) for t in range(t_count)]
-    seg_net = np.stack([p.argmax(-1) for p in probs]).astype(np.uint8)
+    seg_net = np.stack([keep_heart_component(p.argmax(-1).astype(np.uint8)) for p in probs])
 
     if options.slice_order != "auto":
         order, order_source, slope = options.slice_order, "option", None
@@ -296,7 +315,7 @@ def analyze(source, out: str | os.PathLike | None = None, *, networks: Networks 
         raw, seg_net = raw[..., ::-1], seg_net[..., ::-1]
 
     # Volumes on the native grid.
-    seg_native = np.stack([_labels_to_native(p, plan, crop) for p in probs], axis=-1)  # (X, Y, Z, T)
+    seg_native = np.stack([keep_heart_component(_labels_to_native(p, plan, crop)) for p in probs], axis=-1)
     from deepstrain_jax.cardiac import volumetrics
 
     try:
@@ -377,3 +396,32 @@ def analyze(source, out: str | os.PathLike | None = None, *, networks: Networks 
     if out is not None:
         result.write(out, overwrite=overwrite)
     return result
+
+
+def motion_between(image_ed, image_t, spacing_mm, *, networks: Networks, inplane_mm: float = 1.25,
+                   centre: str = "vcn") -> np.ndarray:
+    """CarMEN's motion from ``image_ed`` to ``image_t`` on their own (native) grid, as a registration function.
+
+    The two frames go through the analysis' pre-processing (network grid, VCN centre on ``image_ed`` or the
+    field-of-view centre, crop), CarMEN, and back to the native grid by linear interpolation. Slices must be
+    stored base -> apex on axis 2 (the networks' order). Same convention as the classical baselines of
+    ``eval.baselines``: ``warp(image_t, u_vox) ~ image_ed``.
+
+    Args:
+      image_ed, image_t: ``(X, Y, Z)`` frames of one cine.
+      spacing_mm: ``(3,)`` voxel size, mm.
+      networks: loaded :class:`~deepstrain_jax.analysis.networks.Networks`.
+      centre: ``"vcn"`` or ``"fov"``.
+    Returns:
+      ``(X, Y, Z, 3)`` float32 displacement in native voxels.
+    """
+    pair = np.stack([np.asarray(image_ed), np.asarray(image_t)], axis=-1)
+    spacing = np.asarray(spacing_mm, np.float64)
+    n_crop, n_slices = networks.grid
+    plan = pp.plan_resampling(pair.shape[:3], spacing, inplane_mm=inplane_mm, n_slices=n_slices, align="centre")
+    c, _ = _centre(pair[..., 0], plan, networks, centre == "vcn" and networks.vcn is not None)
+    crop = pp.plan_crop(plan.out_shape, c, n_crop)
+    raw = resample_window(pair, plan, crop, 1)
+    u_vox = networks.motion(raw[..., 0], raw[None, ..., 1])[0]
+    u_mm = u_vox * np.asarray(plan.out_spacing_mm, np.float32)
+    return (_to_native(u_mm, plan, crop) / spacing.astype(np.float32)).astype(np.float32)

@@ -173,3 +173,18 @@ def test_plain_nii_with_a_millisecond_time_unit(tmp_path):
     nib.save(img, str(tmp_path / "cine.nii"))
     cine = inputs.read_input(tmp_path / "cine.nii")
     assert cine.frame_interval_s == pytest.approx(0.04)
+
+
+def test_islands_away_from_the_heart_are_removed():
+    from deepstrain_jax.pipeline import keep_heart_component
+
+    labels = np.zeros((12, 12, 4), np.uint8)
+    labels[2:6, 2:6, 1:3] = 3
+    labels[1:7, 1:7, 1:3][labels[1:7, 1:7, 1:3] == 0] = 2
+    labels[6:8, 3:5, 1] = 1  # RV touching the myocardium: kept
+    labels[10:12, 10:12, 3] = 2  # an island: removed
+    kept = keep_heart_component(labels)
+    expect = labels.copy()
+    expect[10:12, 10:12, 3] = 0
+    np.testing.assert_array_equal(kept, expect)
+    np.testing.assert_array_equal(keep_heart_component(np.zeros((3, 3, 3), np.uint8)), 0)

@@ -4,7 +4,8 @@ Files (names in :data:`deepstrain_jax.analysis.results.OUTPUT_FILES`):
 
 * ``segmentation.nii.gz``: ``(X, Y, Z, T)`` uint8 ACDC labels, the input's affine, shape and frame interval;
 * ``displacement.nii.gz``: ``(X, Y, Z, T, 3)`` float32 displacement ED -> t in world mm (NIfTI intent
-  ``NIFTI_INTENT_DISPVECT``, 1006; the 5th axis holds the x, y, z world components);
+  ``NIFTI_INTENT_DISPVECT``, 1006; the 5th axis holds the x, y, z world components; ``descrip`` says
+  ``components=world``);
 * ``strain_radial.nii.gz``, ``strain_circumferential.nii.gz``, ``strain_longitudinal.nii.gz``: ``(X, Y, Z, T)``
   float32 Green-Lagrange strain (mm/mm) within the ED myocardium, 0 elsewhere;
 * ``results.json`` (schema in :mod:`deepstrain_jax.analysis.results`), ``curves.csv`` (one row per frame: time,
@@ -62,6 +63,7 @@ def _save_vector_nifti(path: Path, array: np.ndarray, affine, frame_interval_s) 
     hdr.set_data_dtype(np.float32)
     hdr.set_xyzt_units("mm", "sec")
     hdr.set_intent(NIFTI_INTENT_DISPVECT, name="displacement_mm")
+    hdr["descrip"] = b"displacement ED->t mm components=world"  # read by eval.datasets.cmac
     zooms = list(np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)) + [float(frame_interval_s or 0.0), 1.0]
     hdr.set_zooms(zooms)
     with atomic_path(path) as tmp:

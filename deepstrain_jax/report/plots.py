@@ -29,7 +29,7 @@ NAN_COLOUR = "#bfbfbf"  # segments without a value
 DPI = 100
 
 
-def _new_figure(width_in: float, height_in: float) -> Figure:
+def new_figure(width_in: float, height_in: float) -> Figure:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -38,7 +38,7 @@ def _new_figure(width_in: float, height_in: float) -> Figure:
     return fig
 
 
-def _png(fig: Figure) -> bytes:
+def png_bytes(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
     return buf.getvalue()
@@ -127,13 +127,13 @@ def bullseye_png(segment_values, *, title: str, unit: str = "%", vmin=None, vmax
     Returns:
       PNG bytes.
     """
-    fig = _new_figure(5.2, 4.6)
+    fig = new_figure(5.2, 4.6)
     ax = fig.add_axes((0.01, 0.01, 0.8, 0.9))
     mappable = draw_bullseye(ax, segment_values, vmin=vmin, vmax=vmax, cmap=cmap, decimals=decimals)
     cax = fig.add_axes((0.84, 0.15, 0.035, 0.62))
     fig.colorbar(mappable, cax=cax).set_label(unit)
     fig.suptitle(title, fontsize=11, y=0.975)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def polar_maps_png(panels: dict, *, title: str, unit: str = "%", cmap="RdBu_r", decimals: int = 1) -> bytes:
@@ -150,7 +150,7 @@ def polar_maps_png(panels: dict, *, title: str, unit: str = "%", cmap="RdBu_r", 
     if not panels:
         raise ValueError("panels must hold at least one bull's-eye")
     k = len(panels)
-    fig = _new_figure(4.4 * k, 4.6)
+    fig = new_figure(4.4 * k, 4.6)
     for i, (name, values) in enumerate(panels.items()):
         ax = fig.add_axes((i / k + 0.005, 0.02, 0.8 / k, 0.84))
         mappable = draw_bullseye(ax, values, cmap=cmap, decimals=decimals)
@@ -158,7 +158,7 @@ def polar_maps_png(panels: dict, *, title: str, unit: str = "%", cmap="RdBu_r", 
         cax = fig.add_axes((i / k + 0.83 / k, 0.17, 0.03 / k, 0.55))
         fig.colorbar(mappable, cax=cax).set_label(unit)
     fig.suptitle(title, fontsize=11, y=0.985)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 # ------------------------------------------------------------------------------------------------- curves
@@ -216,7 +216,7 @@ def curves_png(time_s, strain_pct: dict, *, strain_rate_per_s: dict | None = Non
             raise ValueError(f"{name} must be a frame index in [0, {n_frames}), got {frame!r}")
 
     title_in = 0.45 if title else 0.1
-    fig = _new_figure(7.0, 2.4 * len(panels) + title_in)
+    fig = new_figure(7.0, 2.4 * len(panels) + title_in)
     axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
     for ax, (y_label, curves) in zip(axes, panels):
         for key, values in curves.items():
@@ -233,7 +233,7 @@ def curves_png(time_s, strain_pct: dict, *, strain_rate_per_s: dict | None = Non
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig)
 
 
 # ------------------------------------------------------------------------------------------- Bland-Altman
@@ -286,9 +286,9 @@ def bland_altman_png(reference, measured, *, title: str, unit: str, percent: boo
 
     See :func:`draw_bland_altman` for the statistics, annotations and errors; the title gets ``n = {n}``.
     """
-    fig = _new_figure(6.0, 4.5)
+    fig = new_figure(6.0, 4.5)
     ax = fig.add_subplot()
     stats = draw_bland_altman(ax, reference, measured, unit=unit, percent=percent, decimals=decimals)
     ax.set_title(f"{title} (n = {stats.n})" if title else f"n = {stats.n}", fontsize=11)
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig)

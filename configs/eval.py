@@ -1,0 +1,33 @@
+"""Validation report config: ``python -m eval.main --config=configs/eval.py:full --workdir=runs/eval``.
+
+``:smoke`` (tests): two tiny phantoms, one baseline, no repeatability. ``:full``: the population behind
+docs/validation.md: every phenotype x SNR {10, 30} x geometry {A, B} x slice order, scan-rescan pairs, the
+classical baselines side by side with CarMEN.
+"""
+
+import ml_collections
+
+PHENOTYPES = ("NOR", "DCM", "HCM", "MINF", "ARV")
+
+
+def get_config(arg: str = "full"):
+    if arg not in ("smoke", "full"):
+        raise ValueError(f"config argument must be 'smoke' or 'full', got {arg!r}")
+    c = ml_collections.ConfigDict()
+    c.variant = arg
+    c.models = ml_collections.ConfigDict({"vcn": "", "carson": "", "carmen": ""})  # "" -> shipped
+    c.study = ml_collections.ConfigDict({
+        "n": 1, "phenotypes": PHENOTYPES, "snrs": (10.0, 30.0), "models": ("A", "B"),
+        "slice_orders": ("base_to_apex", "apex_to_base"), "n_frames": 20, "acquisition": {}})
+    c.repeatability = ml_collections.ConfigDict({"n": 5, "seed": 950_000, "n_frames": 20, "acquisition": {}})
+    c.baselines = ml_collections.ConfigDict({
+        "methods": ("demons", "optical_flow", "simpleitk_bspline"), "n_cases": 5, "frames": "es"})
+    c.ablation_csv = ""  # train/ablation.py's ablation.csv, when the study has been run
+    if arg == "smoke":
+        small = {"matrix": (112, 112), "pixel_mm": 1.6, "n_slices": 8, "slice_thickness_mm": 8.0,
+                 "slice_spacing_mm": 10.0, "supersample_inplane": 2, "supersample_slice": 3}
+        c.study.update({"phenotypes": ("NOR",), "snrs": (30.0,), "models": ("A",),
+                        "slice_orders": ("base_to_apex", "apex_to_base"), "n_frames": 6, "acquisition": small})
+        c.repeatability.update({"n": 0})
+        c.baselines.update({"methods": ("optical_flow",), "n_cases": 1})
+    return c
