@@ -3,12 +3,12 @@
 The data flow (DESIGN.md): read and check the cine (:mod:`deepstrain_jax.analysis.inputs`) -> put the slice axis
 last -> resample to the network grid (1.25 mm in-plane, 16 slices spanning the stack,
 :mod:`deepstrain_jax.data.preprocessing`) -> centre with VCN on the ED frame and crop 128 x 128 (padding where the
-window overhangs the field of view) -> CarSON on every slice of every frame (labelled islands away from the heart removed) -> slice order base -> apex (given,
-recorded by a phantom sidecar, or detected from the segmentation: the heart's cross-section shrinks
-towards the apex) -> CarMEN on
-(ED, t) pairs for every frame and on (ES, ED) for the cycle-closure check -> Green-Lagrange strain in mm/mm on
-the ED grid, radial / circumferential / longitudinal about the fitted LV centre line, global curves, strain
-rate, ESS / SRs / SRe, AHA segments (:mod:`deepstrain_jax.ops.strain`, :mod:`deepstrain_jax.cardiac`) -> volumes
+window overhangs the field of view) -> CarSON on every slice of every frame (labelled islands away from the heart
+removed) -> slice order base -> apex (given, recorded by a phantom sidecar, or detected from the segmentation:
+the heart's cross-section shrinks towards the apex) -> CarMEN on (ED, t) pairs for every frame and on (ES, ED)
+for the cycle-closure check -> Green-Lagrange strain in mm/mm on the ED grid, radial / circumferential /
+longitudinal about the fitted LV centre line, global curves, strain rate, ESS / SRs / SRe, AHA segments
+(:mod:`deepstrain_jax.ops.strain`, :mod:`deepstrain_jax.cardiac`) -> volumes
 over the cycle from the segmentation on the native grid -> voxel outputs back on the native grid and affine.
 
 Native-grid outputs: the segmentation is the arg-max of the CarSON class probabilities interpolated (linear)
@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deepstrain_jax.analysis import grids
 from deepstrain_jax.analysis import inputs as inp
 from deepstrain_jax.analysis import qc
 from deepstrain_jax.analysis.networks import Networks
@@ -168,71 +169,6 @@ def _centre(ed_volume, plan: pp.Resampling, networks: Networks, use_vcn: bool) -
     return peak + np.asarray(vcn_crop.start, np.float64), "vcn"
 
 
-def detect_slice_order(labels_ed) -> tuple[str, float]:
-    """Base -> apex or apex -> base from an ED label map ``(X, Y, Z)`` (stored order).
-
-    The heart's cross-section (RV and LV: labels 1, 2, 3) shrinks towards the apex, the RV's most of all (it
-    ends above the LV apex): the least-squares slope of the labelled area against the slice index, over the
-    slices that hold any, is negative for a base-first stack. Returns the order and the slope relative to the
-    mean area per slice (its magnitude is the confidence; 0 with < 2 labelled slices).
-    """
-    area = np.isin(np.asarray(labels_ed), (1, 2, 3)).sum(axis=(0, 1)).astype(np.float64)
-    z = np.flatnonzero(area)
-    if z.size < 2:
-        return "base_to_apex", 0.0
-    slope = np.polyfit(z.astype(np.float64), area[z], 1)[0] / area[z].mean()
-    return ("base_to_apex" if slope <= 0 else "apex_to_base"), float(slope)
-
-
-def keep_heart_component(labels) -> np.ndarray:
-    """Remove labelled islands away from the heart: keep the largest 26-connected component of ``labels > 0``.
-
-    Args:
-      labels: ``(X, Y, Z)`` ACDC label map.
-    Returns:
-      the labels with every voxel outside that component set to 0 (a copy).
-    """
-    from scipy import ndimage
-
-    labels = np.asarray(labels)
-    components, n = ndimage.label(labels > 0, structure=np.ones((3, 3, 3), bool))
-    if n <= 1:
-        return labels.copy()
-    sizes = np.bincount(components.ravel())
-    sizes[0] = 0
-    return np.where(components == int(np.argmax(sizes)), labels, 0).astype(labels.dtype)
-
-
-def _grid_affine(affine, plan: pp.Resampling, crop: pp.Crop, reverse: bool) -> np.ndarray:
-    m = np.eye(4)
-    m[:2, 3] = crop.start
-    a = plan.out_affine(affine) @ m
-    if reverse:
-        flip = np.diag([1.0, 1.0, -1.0, 1.0])
-        flip[2, 3] = plan.out_shape[2] - 1
-        a = a @ flip
-    return a
-
-
-def _to_native(volume, plan: pp.Resampling, crop: pp.Crop) -> np.ndarray:
-    """Network-grid ``(N, N, Z, ...)`` -> native ``(X, Y, Z, ...)``: paste into the resampled grid, interpolate."""
-    return pp.invert_resampling(pp.invert_crop(volume, crop), plan, order=1)
-
-
-def _labels_to_native(probs, plan, crop) -> np.ndarray:
-    """Arg-max of the class probabilities ``(N, N, Z, 4)`` interpolated to the native grid; background outside."""
-    fg = _to_native(probs[..., 1:], plan, crop)
-    return np.concatenate([1.0 - fg.sum(-1, keepdims=True), fg], axis=-1).argmax(-1).astype(np.uint8)
-
-
-def _masked_to_native(values, mask, plan, crop) -> np.ndarray:
-    """``L[m v] / L[m]`` back on the native grid (``values (N, N, Z, K)``), 0 where ``L[m] = 0``."""
-    m = mask.astype(np.float32)
-    num = _to_native(values * m[..., None], plan, crop)
-    den = _to_native(m, plan, crop)
-    return np.where(den[..., None] > 1e-6, num / np.maximum(den, 1e-6)[..., None], 0.0).astype(np.float32)
-
-
 def read_checked(source, *, crop_mm: float = DEFAULT_CROP * 1.25) -> tuple[inp.CineInput, inp.CineInput, int]:
     """Read (unless given a :class:`~deepstrain_jax.analysis.inputs.CineInput`) and check a subject.
 
@@ -298,14 +234,14 @@ def analyze(source, out: str | os.PathLike | None = None, *, networks: Networks 
     crop = pp.plan_crop(plan.out_shape, centre, n_crop)
     raw = np.ascontiguousarray(np.moveaxis(resample_window(cine.image, plan, crop, 1), 3, 0))  # (T, N, N, Z)
     probs = [networks.segment_frame(raw[t]) for t in range(t_count)]
-    seg_net = np.stack([keep_heart_component(p.argmax(-1).astype(np.uint8)) for p in probs])
+    seg_net = np.stack([grids.keep_heart_component(p.argmax(-1).astype(np.uint8)) for p in probs])
 
     if options.slice_order != "auto":
         order, order_source, slope = options.slice_order, "option", None
     elif cine.slice_order in ("base_to_apex", "apex_to_base"):
         order, order_source, slope = cine.slice_order, "sidecar", None
     else:
-        order, slope = detect_slice_order(seg_net[ed])
+        order, slope = grids.detect_slice_order(seg_net[ed])
         order_source = "detected"
         if abs(slope) < 0.02:
             warnings.append(f"slice order uncertain (heart area slope {slope:+.3f} per slice); assumed {order}; "
@@ -315,7 +251,7 @@ def analyze(source, out: str | os.PathLike | None = None, *, networks: Networks 
         raw, seg_net = raw[..., ::-1], seg_net[..., ::-1]
 
     # Volumes on the native grid.
-    seg_native = np.stack([keep_heart_component(_labels_to_native(p, plan, crop)) for p in probs], axis=-1)
+    seg_native = np.stack([grids.keep_heart_component(grids.labels_to_native(p, plan, crop)) for p in probs], axis=-1)
     from deepstrain_jax.cardiac import volumetrics
 
     try:
@@ -344,7 +280,7 @@ def analyze(source, out: str | os.PathLike | None = None, *, networks: Networks 
         strain = strain_lib.cardiac_strain(u_mm, labels_ed, spacing, base_first=True)
     except ValueError as e:
         raise InputError(f"strain could not be computed from the ED segmentation: {e}", path) from None
-    affine_net = _grid_affine(cine.affine, plan, crop, reverse)
+    affine_net = grids.grid_affine(cine.affine, plan, crop, reverse)
     try:
         segments = aha_lib.aha_segments(labels_ed, spacing, base_first=True, affine=affine_net)
     except ValueError as e:
@@ -369,11 +305,11 @@ def analyze(source, out: str | os.PathLike | None = None, *, networks: Networks 
     sign = np.array([1.0, 1.0, -1.0 if reverse else 1.0], np.float32)
     zflip = slice(None, None, -1) if reverse else slice(None)
     direction = cine.affine[:3, :3] / cine.spacing_mm[None, :]
-    disp = np.stack([_to_native(u_mm[t][:, :, zflip] * sign, plan, crop) @ direction.T.astype(np.float32)
+    disp = np.stack([grids.to_native(u_mm[t][:, :, zflip] * sign, plan, crop) @ direction.T.astype(np.float32)
                      for t in range(t_count)], axis=3).astype(np.float32)            # (X, Y, Z, T, 3)
     comps = np.stack([np.asarray(strain.components.rr), np.asarray(strain.components.cc),
                       np.asarray(strain.components.ll)], axis=-1)                     # (T, N, N, Z, 3)
-    maps = np.stack([_masked_to_native(comps[t][:, :, zflip], myo[:, :, zflip], plan, crop)
+    maps = np.stack([grids.masked_to_native(comps[t][:, :, zflip], myo[:, :, zflip], plan, crop)
                      for t in range(t_count)], axis=3)                                # (X, Y, Z, T, 3)
     myo_native = seg_native[..., ed] == 2
     maps = np.where(myo_native[..., None, None], maps, 0.0).astype(np.float32)
@@ -424,4 +360,4 @@ def motion_between(image_ed, image_t, spacing_mm, *, networks: Networks, inplane
     raw = resample_window(pair, plan, crop, 1)
     u_vox = networks.motion(raw[..., 0], raw[None, ..., 1])[0]
     u_mm = u_vox * np.asarray(plan.out_spacing_mm, np.float32)
-    return (_to_native(u_mm, plan, crop) / spacing.astype(np.float32)).astype(np.float32)
+    return (grids.to_native(u_mm, plan, crop) / spacing.astype(np.float32)).astype(np.float32)

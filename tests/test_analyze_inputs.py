@@ -11,7 +11,7 @@ import pytest
 from deepstrain_jax.analysis import inputs
 from deepstrain_jax.cli import main
 from deepstrain_jax.data import acdc
-from deepstrain_jax.pipeline import detect_slice_order
+from deepstrain_jax.analysis.grids import detect_slice_order
 
 
 def _cine(shape=(128, 128, 6, 5), spacing=(1.5, 1.5, 10.0), seed=0, dtype=np.float32):
@@ -176,7 +176,7 @@ def test_plain_nii_with_a_millisecond_time_unit(tmp_path):
 
 
 def test_islands_away_from_the_heart_are_removed():
-    from deepstrain_jax.pipeline import keep_heart_component
+    from deepstrain_jax.analysis.grids import keep_heart_component
 
     labels = np.zeros((12, 12, 4), np.uint8)
     labels[2:6, 2:6, 1:3] = 3
