@@ -36,7 +36,7 @@ flags.mark_flags_as_required(["workdir"])
 def _progress(what: str):
     start = time.perf_counter()
 
-    def report(done: int, total: int, name: str) -> None:
+    def report(done: int, total: int, name: str, *_) -> None:
         elapsed = time.perf_counter() - start
         eta = elapsed / done * (total - done)
         print(f"[{what} {done}/{total}] {name} (elapsed {elapsed:.0f} s, ETA {eta:.0f} s)", file=sys.stderr,
@@ -154,7 +154,8 @@ def main(argv):
         r = config.repeatability
         pairs = repeatability.make_pairs(workdir / "pairs", r.n, r.seed, n_frames=r.n_frames or None,
                                          **dict(r.acquisition))
-        values = repeatability.run_repeatability(pairs, networks, progress=_progress("repeatability"))
+        values = repeatability.run_repeatability(pairs, networks, progress=_progress("repeatability"),
+                                                 cache_dir=workdir / "repeatability_cache")
         text, _, png = repeatability.summarise_repeatability(values)
         figures["repeatability_segments.png"] = png
         sections += [f"## 2. Repeatability (scan-rescan phantom pairs, n = {r.n})", "", text, "",

@@ -428,3 +428,16 @@ def test_icc_argument_errors():
         metrics.icc(SHROUT_FLEISS, kind="ICC2")
     with pytest.raises(ValueError, match="shape"):
         metrics.icc(np.ones((5, 1)))
+
+
+def test_icc_of_perfect_agreement_is_one_with_nan_bounds():
+    from deepstrain_jax.metrics import icc
+
+    x = np.array([[1.0, 1.0], [2.0, 2.0], [4.0, 4.0]])
+    for kind in ("A,1", "C,1", "1"):
+        r = icc(x, kind)
+        assert r.value == 1.0 and np.isnan(r.ci_low) and np.isnan(r.ci_high)
+    shifted = icc(np.array([[1.0, 2.0], [2.0, 3.0], [4.0, 5.0]]), "A,1")  # MSE = 0, MSC > 0
+    # (MSR - 0) / (MSR + k MSC / n): MSR = 2 * var of row means = 2 * 7/3, MSC = 3 * 0.5, k = 2, n = 3.
+    msr, msc = 2 * np.var([1.5, 2.5, 4.5], ddof=1), 3 * np.sum((np.array([7 / 3, 10 / 3]) - 17 / 6) ** 2)
+    assert shifted.value == pytest.approx(msr / (msr + 2 * msc / 3))

@@ -49,7 +49,7 @@ class ICCResult(NamedTuple):
     msw: float
 
 
-def _mean_squares(x: np.ndarray) -> tuple[float, float, float, float]:
+def _mean_squares(x: np.ndarray) -> tuple[np.float64, np.float64, np.float64, np.float64]:
     n, k = x.shape
     g = x.mean()
     r = x.mean(axis=1)
@@ -59,7 +59,8 @@ def _mean_squares(x: np.ndarray) -> tuple[float, float, float, float]:
     # Residuals summed directly (not SST - SSR - SSC) so MSE cannot come out negative by cancellation.
     mse = np.sum((x - r[:, None] - c[None, :] + g) ** 2) / ((n - 1) * (k - 1))
     msw = np.sum((x - r[:, None]) ** 2) / (n * (k - 1))
-    return float(msr), float(msc), float(mse), float(msw)
+    # numpy scalars, not floats: a zero MSE (perfect agreement) must give inf/NaN under errstate, not raise.
+    return np.float64(msr), np.float64(msc), np.float64(mse), np.float64(msw)
 
 
 def icc(data, kind: str = "A,1", confidence: float = 0.95) -> ICCResult:
