@@ -1,6 +1,6 @@
 """Validation report config: ``python -m eval.main --config=configs/eval.py:full --workdir=runs/eval``.
 
-``:smoke`` (tests): two tiny phantoms, one baseline, no repeatability. ``:full``: the population behind
+``:smoke`` (tests): two tiny phantoms, two tiny scan-rescan pairs, one baseline. ``:full``: the population behind
 docs/validation.md: every phenotype x SNR {10, 30} x geometry {A, B} x slice order, scan-rescan pairs, the
 classical baselines side by side with CarMEN.
 """
@@ -28,6 +28,6 @@ def get_config(arg: str = "full"):
                  "slice_spacing_mm": 10.0, "supersample_inplane": 2, "supersample_slice": 3}
         c.study.update({"phenotypes": ("NOR",), "snrs": (30.0,), "models": ("A",),
                         "slice_orders": ("base_to_apex", "apex_to_base"), "n_frames": 6, "acquisition": small})
-        c.repeatability.update({"n": 0})
+        c.repeatability.update({"n": 2, "n_frames": 6, "acquisition": small})
         c.baselines.update({"methods": ("optical_flow",), "n_cases": 1})
     return c
