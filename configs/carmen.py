@@ -1,4 +1,4 @@
-"""CarMEN (motion) training config: ``--config=configs/carmen.py:cpu`` (or ``:smoke``, ``:paper``).
+"""CarMEN (motion) training config: ``--config=configs/carmen.py:cpu`` (or ``:smoke``, ``:paper``, ``:ablation``).
 
 Loss: lambda_i intensity + lambda_a anatomical + lambda_s smoothness (the paper's 0.01 / 0.5 / 0.1), plus
 lambda_epe x supervised end-point error where the truth is known (phantoms); ``lambda_epe = 0`` is the paper's
@@ -9,6 +9,8 @@ from configs import common
 
 
 def get_config(arg: str = "cpu"):
+    if arg == "ablation":
+        return ablation_config()
     c = common.base_config("carmen", arg)
     c.model.input_shape = (128, 128, 16, 2)
     c.loss = {"lambda_i": 0.01, "lambda_a": 0.5, "lambda_s": 0.1, "lambda_epe": 0.0, "intensity": "mse",
@@ -26,4 +28,22 @@ def get_config(arg: str = "cpu"):
     elif arg == "paper":
         c.model.gf, c.model.depth = 64, 7
         c.train.batch_size, c.train.epochs, c.train.lr = 5, 300, 1e-4
+    return c
+
+
+def ablation_config():
+    """``:ablation``: the lambda grid at a scale 2 CPU cores can afford (train/ablation.py, unsupervised).
+
+    A quarter of the :cpu network's voxels (64 x 64 crop at 2.5 mm, 16 slices), width 8, 300 steps of batch 4 per
+    cell, 12 training and 3 validation phantoms shared by every cell. Small enough for the 15-cell grid in about
+    half an hour; the ranking of the cells, not their absolute errors, is what it measures.
+    """
+    c = get_config("cpu")
+    c.variant = "ablation"
+    c.model.gf = 8
+    c.model.input_shape = (64, 64, 16, 2)
+    c.data.crop, c.data.inplane_mm = 64, 2.5
+    c.data.pool_size, c.data.val_size = 12, 3
+    c.train.steps, c.train.lr = 300, 1e-3
+    c.train.eval_every = c.train.ckpt_every = 100
     return c

@@ -29,6 +29,15 @@ def test_every_config_loads_and_builds(name, arg):
     assert config.train.batch_size % 1 == 0 and config.train.lr > 0
 
 
+def test_carmen_ablation_config_builds_at_a_quarter_of_the_voxels():
+    config = importlib.import_module("configs.carmen").get_config("ablation")
+    cpu = importlib.import_module("configs.carmen").get_config("cpu")
+    assert config.variant == "ablation" and tuple(config.model.input_shape) == (64, 64, 16, 2)
+    assert config.data.crop * config.data.inplane_mm == cpu.data.crop * cpu.data.inplane_mm  # same 160 mm view
+    init, _ = models.build(dict(config.model))
+    assert jax.eval_shape(init, jax.random.PRNGKey(0))["params"]
+
+
 def test_bad_config_values_are_clear_errors():
     with pytest.raises(ValueError, match="'smoke', 'cpu' or 'paper'"):
         importlib.import_module("configs.carmen").get_config("huge")
