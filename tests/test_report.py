@@ -226,7 +226,7 @@ def sample_results():
                                "circumferential": {"ess_pct": -18.0}, "longitudinal": None}},
         "aha": None,
         "qc": {"folded_fraction": 0.0, "det_f": {"min": 0.7, "p01": 0.8, "median": 1.0, "p99": 1.2, "max": 1.4},
-               "cycle_closure_mm": {"mean": 0.4, "p95": 0.9}, "centre_source": "vcn", "crop_overhang_vox": 0,
+               "cycle_closure_mm": {"mean": 0.4, "p95": 0.9}, "centre_source": "vcn", "crop_overhang_fraction": 0.0,
                "warnings": ["ES frame < 3 frames after ED", "<b>bold</b>"]},
         "outputs": {"segmentation": "segmentation.nii.gz", "report": "report.html"},
     }

@@ -228,8 +228,8 @@ def _qc_section(results: dict) -> str:
              " / ".join(_fmt(det_f.get(k), 3) for k in ("min", "p01", "median", "p99", "max"))),
             ("cycle closure (mm, mean / p95)", " / ".join(_fmt(closure.get(k), 2) for k in ("mean", "p95"))),
             ("LV centre from", _fmt(qc.get("centre_source"))),
-            ("crop overhang (voxels)", _fmt(qc.get("crop_overhang_vox")))]
-    known = {"folded_fraction", "det_f", "cycle_closure_mm", "centre_source", "crop_overhang_vox", "warnings"}
+            ("crop outside the field of view (fraction)", _fmt(qc.get("crop_overhang_fraction")))]
+    known = {"folded_fraction", "det_f", "cycle_closure_mm", "centre_source", "crop_overhang_fraction", "warnings"}
     rows += [(str(k), _fmt(v, 3)) for k, v in qc.items() if k not in known]
     warnings = qc.get("warnings")
     if warnings:
