@@ -53,6 +53,7 @@ def base_config(task: str, arg: str) -> ml_collections.ConfigDict:
     c.train.max_minutes = 0.0          # > 0: stop (evaluate, save, export) once this much wall time has passed
     c.train.epochs = 0                 # > 0: steps = epochs * ceil(examples / batch_size) instead of `steps`
     c.train.lr = 5e-4
+    c.train.lr_decay = ()              # ((step, factor), ...): lr x factor from that step on
     c.train.b1 = 0.9
     c.train.b2 = 0.999
     c.train.log_every = 10

@@ -140,3 +140,24 @@ def test_ablation_grid_writes_its_table(tmp_path):
     log = (tmp_path / "abl" / "la0.5_ls0.01" / "metrics.jsonl").read_text()
     ablation.run(base, tmp_path / "abl", ["0.5"], ["0.01"])
     assert (tmp_path / "abl" / "la0.5_ls0.01" / "metrics.jsonl").read_text() == log
+
+
+def test_learning_rate_decay_is_piecewise_constant():
+    import ml_collections
+    import optax
+
+    from train.trainer import make_optimizer
+
+    cfg = ml_collections.ConfigDict({"lr": 1e-3, "b1": 0.9, "b2": 0.999, "lr_decay": ((2, 0.3),)})
+    tx = make_optimizer(cfg)
+    params = {"w": np.zeros(())}
+    state = tx.init(params)
+    steps = []
+    for _ in range(4):
+        # Adam's first step from zero moments moves by lr * sign(g) (bias-corrected): the update is -lr.
+        update, state = tx.update({"w": np.ones(())}, state, params)
+        steps.append(float(update["w"]))
+    np.testing.assert_allclose(steps[:2], [-1e-3, -1e-3], rtol=1e-4)
+    np.testing.assert_allclose(steps[2:], [-3e-4, -3e-4], rtol=1e-4)
+    plain = make_optimizer(ml_collections.ConfigDict({"lr": 1e-3, "b1": 0.9, "b2": 0.999}))
+    assert isinstance(plain, optax.GradientTransformation)

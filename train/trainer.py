@@ -111,6 +111,16 @@ def _derived(metrics: dict) -> dict:
     return metrics
 
 
+def make_optimizer(cfg) -> optax.GradientTransformation:
+    """Adam with learning rate ``cfg.lr``, multiplied by ``factor`` from each ``(step, factor)`` of
+    ``cfg.lr_decay`` on (a piecewise-constant schedule; none by default)."""
+    decay = tuple(cfg.get("lr_decay", ()) or ())
+    lr = cfg.lr
+    if decay:
+        lr = optax.piecewise_constant_schedule(cfg.lr, {int(step): float(f) for step, f in decay})
+    return optax.adam(lr, b1=cfg.b1, b2=cfg.b2)
+
+
 def train_and_evaluate(config, workdir) -> dict:
     """Train per ``config`` in ``workdir`` (resuming if it holds checkpoints); returns the last evaluation."""
     workdir = Path(workdir)
@@ -123,7 +133,7 @@ def train_and_evaluate(config, workdir) -> dict:
     parallel.check_batch_size(config.train.batch_size, plan)
     model_cfg = {**dict(config.model), "bn_axis_name": plan.axis_name}
     init_fn, apply_fn = models.build(model_cfg)
-    tx = optax.adam(config.train.lr, b1=config.train.b1, b2=config.train.b2)
+    tx = make_optimizer(config.train)
     state = jax.jit(lambda rng: state_lib.create_train_state(init_fn, tx, rng))(jax.random.PRNGKey(config.seed))
     loss_fn, metric_fn = tasks.make_task_fns(config.task, config.loss)
     train_step = parallel.compile_step(
