@@ -64,6 +64,7 @@ def _from_json(row: dict) -> dict:
 
     out = {k: (np.nan if v is None else v) for k, v in row.items()}
     out["epe_per_frame_mm"] = arr(row["epe_per_frame_mm"])
+    out["epe_es_segment_mm"] = arr(row["epe_es_segment_mm"])
     out["segment_error_pp"] = {d: arr(v) for d, v in row["segment_error_pp"].items()}
     return out
 
@@ -147,7 +148,8 @@ def main(argv):
     ]
     sections += ["![Bland-Altman](FIGURES/phantom_bland_altman.png)", "",
                  "![Per-segment ESS error](FIGURES/phantom_segment_error.png)", "",
-                 "![EPE over the cycle](FIGURES/phantom_epe_cycle.png)", ""]
+                 "![EPE over the cycle](FIGURES/phantom_epe_cycle.png)", "",
+                 "![EPE per AHA segment](FIGURES/phantom_epe_segments.png)", ""]
     if config.repeatability.n > 0:
         from eval import repeatability
 

@@ -88,7 +88,8 @@ def _global_strain(u_vox, labels_ed, spacing, frame) -> dict:
 
 def evaluate_subject(folder, networks, design: dict | None = None) -> dict:
     """Analyse one phantom folder and measure it against its truth (module docstring). Returns a flat row
-    (floats) plus ``epe_per_frame_mm`` (T,) and ``segment_error_pp`` {direction: (17,)} arrays."""
+    (floats) plus ``epe_per_frame_mm`` (T,), ``epe_es_segment_mm`` (17,) and ``segment_error_pp``
+    {direction: (17,)} arrays."""
     from deepstrain_jax import metrics
     from deepstrain_jax.analysis import phantom_check
     from deepstrain_jax.cardiac.polar_map import segment_means
@@ -130,6 +131,7 @@ def evaluate_subject(folder, networks, design: dict | None = None) -> dict:
     row["epe_es_inplane_mm"] = float(parts.in_plane.mean_mm)
     row["epe_es_throughplane_mm"] = float(parts.through_plane.mean_mm)
     seg_epe = segment_means(np.where(myo_mask, epe.error_mm[es], np.nan), arrays["aha"], 17)
+    row["epe_es_segment_mm"] = seg_epe
     row["epe_es_segment_max_mm"] = float(np.nanmax(seg_epe)) if np.isfinite(seg_epe).any() else math.nan
     try:
         marks = metrics.landmark_epe(u_pred[es], arrays["landmarks_vox"],

@@ -111,7 +111,8 @@ def rows_csv(rows: list[dict]) -> str:
 
 
 def figures(rows: list[dict]) -> dict[str, bytes]:
-    """``{"phantom_bland_altman.png", "phantom_segment_error.png", "phantom_epe_cycle.png"}``."""
+    """``{"phantom_bland_altman.png", "phantom_segment_error.png", "phantom_epe_segments.png",
+    "phantom_epe_cycle.png"}``."""
     from deepstrain_jax.report import plots
 
     images = {}
@@ -136,6 +137,12 @@ def figures(rows: list[dict]) -> dict[str, bytes]:
         mean_err[d] = [float(v) if np.isfinite(v) else None for v in m]
     images["phantom_segment_error.png"] = plots.polar_maps_png(
         mean_err, title="mean ESS error per AHA segment (measured - true, percentage points)", unit="pp")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        seg_epe = np.nanmean(np.stack([r["epe_es_segment_mm"] for r in rows]), axis=0)
+    images["phantom_epe_segments.png"] = plots.bullseye_png(
+        [float(v) if np.isfinite(v) else None for v in seg_epe], title="mean end-point error at ES per AHA segment",
+        unit="mm", vmin=0.0, vmax=float(np.nanmax(seg_epe)) if np.isfinite(seg_epe).any() else 1.0, cmap="viridis")
     fig = plots.new_figure(6.0, 3.6)
     ax = fig.add_subplot(1, 1, 1)
     for r in rows:

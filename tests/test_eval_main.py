@@ -26,7 +26,7 @@ def test_smoke_report_is_complete_and_resumes(tmp_path):
                     "## 2. Repeatability", "ICC", "## 3. Classical baselines", "CarMEN (shipped)", "optical_flow"):
         assert heading in text, heading
     for name in ("phantom_bland_altman.png", "phantom_segment_error.png", "phantom_epe_cycle.png",
-                 "repeatability_segments.png"):
+                 "phantom_epe_segments.png", "repeatability_segments.png"):
         assert (tmp_path / "docs" / "validation_figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"validation_figures/{name}" in text
     rows = list(csv.DictReader((workdir / "study.csv").open()))
