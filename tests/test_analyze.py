@@ -208,3 +208,18 @@ def test_oblique_stack_with_regional_dysfunction(networks, tmp_path):
     # Measured here: r = 0.90; the septal-lateral mirror of the same values gives r = 0.53.
     assert np.corrcoef(cc["true"][both], cc["measured"][both])[0, 1] > 0.75
     assert cc["mean_abs_error_pp"] < 5.0
+
+
+def test_demo_command_prints_measured_against_true_and_reuses_its_phantom(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--frames", "6", "--seed", "3", "--no-cache"]) == 0
+    text = capsys.readouterr().out
+    assert "written to" in text and (out / "analysis" / "report.html").is_file()
+    for quantity in ("LV EF", "global circumferential ESS", "global radial SRs", "global longitudinal SRe",
+                     "AHA circumferential ESS"):
+        assert quantity in text, quantity
+    ef = next(line for line in text.splitlines() if line.startswith("LV EF")).split()
+    assert abs(float(ef[4])) < 10.0  # the error column, percentage points
+    assert main(["demo", "--out", str(out), "--frames", "6", "--seed", "3", "--no-cache"]) == 0
+    assert "written to" not in capsys.readouterr().out  # the phantom is reused, the analysis replaced
+    assert main(["demo", "--out", str(out), "--frames", "2"]) == 2
