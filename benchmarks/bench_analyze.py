@@ -47,15 +47,13 @@ import numpy as np  # noqa: E402
 
 def _keras_call(name: str, seed: int):
     """``fn(x) -> None`` running the tf-keras legacy graph on a channels-last batch, or None without tf-keras."""
-    try:
-        import tensorflow as tf
-        import tf_keras  # noqa: F401
-    except ImportError:
-        return None
-    from deepstrain_jax.models.keras_reference import build_keras_model, randomize_keras_weights
+    from bench_networks import _keras_model  # the same random-weight Keras build as the network benchmark
 
-    model = build_keras_model(name)
-    randomize_keras_weights(model, seed)
+    model = _keras_model(name, seed)
+    if model is None:
+        return None
+    import tensorflow as tf
+
     call = tf.function(lambda inp: model(inp, training=False))
 
     def run(x):

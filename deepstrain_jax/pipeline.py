@@ -169,6 +169,19 @@ def _centre(ed_volume, plan: pp.Resampling, networks: Networks, use_vcn: bool) -
     return peak + np.asarray(vcn_crop.start, np.float64), "vcn"
 
 
+def _network_window(image, spacing_mm, ed: int, networks: Networks, *, inplane_mm: float, align: str,
+                    use_vcn: bool):
+    """Plan the network grid of a ``(X, Y, Z, T)`` stack, centre the crop on frame ``ed`` and cut it out.
+
+    Returns ``(plan, crop, centre, centre_source, window)`` with ``window`` ``(N, N, Z, T)`` float32.
+    """
+    n_crop, n_slices = networks.grid
+    plan = pp.plan_resampling(image.shape[:3], spacing_mm, inplane_mm=inplane_mm, n_slices=n_slices, align=align)
+    centre, centre_source = _centre(image[..., ed], plan, networks, use_vcn)
+    crop = pp.plan_crop(plan.out_shape, centre, n_crop)
+    return plan, crop, centre, centre_source, resample_window(image, plan, crop, 1)
+
+
 def read_checked(source, *, crop_mm: float = DEFAULT_CROP * 1.25) -> tuple[inp.CineInput, inp.CineInput, int]:
     """Read (unless given a :class:`~deepstrain_jax.analysis.inputs.CineInput`) and check a subject.
 
@@ -206,13 +219,13 @@ def analyze(source, out: str | os.PathLike | None = None, *, networks: Networks 
         from deepstrain_jax.analysis.outputs import check_output_folder
 
         check_output_folder(out, overwrite=overwrite)
-    n_crop = networks.grid[0] if networks is not None else DEFAULT_CROP
-    cine0, cine, slice_axis = read_checked(source, crop_mm=n_crop * options.inplane_mm)
+    checked_crop = networks.grid[0] if networks is not None else DEFAULT_CROP
+    cine0, cine, slice_axis = read_checked(source, crop_mm=checked_crop * options.inplane_mm)
     if networks is None:  # loaded after the input passed its checks: bad input fails fast
         networks = Networks.load(use_vcn=options.use_vcn)
     use_vcn = options.use_vcn and networks.vcn is not None
-    n_crop, n_slices = networks.grid
-    inp.check_cine(cine, crop_mm=n_crop * options.inplane_mm)
+    if networks.grid[0] != checked_crop:  # the field-of-view check depends on the crop
+        inp.check_cine(cine, crop_mm=networks.grid[0] * options.inplane_mm)
     path, t_count = cine.cine_path, cine.image.shape[3]
     ed = options.ed if options.ed is not None else cine.ed
     ed_source = "option" if options.ed is not None else ("info_cfg" if cine.ed is not None else "first_frame")
@@ -228,11 +241,10 @@ def analyze(source, out: str | os.PathLike | None = None, *, networks: Networks 
                         "pass --frame-interval-ms or --heart-rate")
 
     # Network grid, centring, segmentation.
-    plan = pp.plan_resampling(cine.image.shape[:3], cine.spacing_mm, inplane_mm=options.inplane_mm,
-                              n_slices=n_slices, align="corner" if options.legacy else "centre")
-    centre, centre_source = _centre(cine.image[..., ed], plan, networks, use_vcn)
-    crop = pp.plan_crop(plan.out_shape, centre, n_crop)
-    raw = np.ascontiguousarray(np.moveaxis(resample_window(cine.image, plan, crop, 1), 3, 0))  # (T, N, N, Z)
+    plan, crop, centre, centre_source, window = _network_window(
+        cine.image, cine.spacing_mm, ed, networks, inplane_mm=options.inplane_mm,
+        align="corner" if options.legacy else "centre", use_vcn=use_vcn)
+    raw = np.ascontiguousarray(np.moveaxis(window, 3, 0))  # (T, N, N, Z)
     probs = [networks.segment_frame(raw[t]) for t in range(t_count)]
     seg_net = np.stack([grids.keep_heart_component(p.argmax(-1).astype(np.uint8)) for p in probs])
 
@@ -353,11 +365,8 @@ def motion_between(image_ed, image_t, spacing_mm, *, networks: Networks, inplane
     """
     pair = np.stack([np.asarray(image_ed), np.asarray(image_t)], axis=-1)
     spacing = np.asarray(spacing_mm, np.float64)
-    n_crop, n_slices = networks.grid
-    plan = pp.plan_resampling(pair.shape[:3], spacing, inplane_mm=inplane_mm, n_slices=n_slices, align="centre")
-    c, _ = _centre(pair[..., 0], plan, networks, centre == "vcn" and networks.vcn is not None)
-    crop = pp.plan_crop(plan.out_shape, c, n_crop)
-    raw = resample_window(pair, plan, crop, 1)
+    plan, crop, _, _, raw = _network_window(pair, spacing, 0, networks, inplane_mm=inplane_mm, align="centre",
+                                            use_vcn=centre == "vcn" and networks.vcn is not None)
     u_vox = networks.motion(raw[..., 0], raw[None, ..., 1])[0]
     u_mm = u_vox * np.asarray(plan.out_spacing_mm, np.float32)
     return (grids.to_native(u_mm, plan, crop) / spacing.astype(np.float32)).astype(np.float32)

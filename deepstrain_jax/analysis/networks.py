@@ -25,6 +25,7 @@ from typing import Callable
 
 import numpy as np
 
+from deepstrain_jax.data.preprocessing import zscore
 from deepstrain_jax.errors import InputError
 
 NAMES = ("vcn", "carson", "carmen")
@@ -129,11 +130,6 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> str:
     return os.fspath(folder)
 
 
-def _zscore(x: np.ndarray, axes) -> np.ndarray:
-    x = x.astype(np.float32)
-    return (x - x.mean(axis=axes, keepdims=True)) / (x.std(axis=axes, keepdims=True) + np.float32(1e-8))
-
-
 @dataclasses.dataclass
 class Networks:
     """VCN (optional), CarSON and CarMEN, with the fixed-shape batched calls of the pipeline.
@@ -174,7 +170,7 @@ class Networks:
 
     def segment_frame(self, volume) -> np.ndarray:
         """CarSON class probabilities ``(N, N, Z, 4)`` of one frame ``(N, N, Z)``, each slice z-scored."""
-        x = _zscore(np.moveaxis(np.asarray(volume), -1, 0)[..., None], (1, 2, 3))
+        x = zscore(np.moveaxis(np.asarray(volume), -1, 0)[..., None], (1, 2, 3))
         return np.moveaxis(np.asarray(self.carson.apply(self.carson.variables, x)), 0, 2)
 
     def motion(self, fixed, moving_frames) -> np.ndarray:
@@ -185,13 +181,13 @@ class Networks:
           moving_frames: ``(K, N, N, Z)``. Pairs ``[fixed, moving_k]`` are z-scored per channel and run
             ``pair_batch`` at a time.
         """
-        fixed = _zscore(np.asarray(fixed), (0, 1, 2))
+        fixed = zscore(np.asarray(fixed), (0, 1, 2))
         moving = np.asarray(moving_frames)
         k = moving.shape[0]
         out = []
         b = self.pair_batch
         for start in range(0, k, b):
-            chunk = [np.stack([fixed, _zscore(moving[i], (0, 1, 2))], axis=-1) for i in range(start, min(start + b, k))]
+            chunk = [np.stack([fixed, zscore(moving[i], (0, 1, 2))], axis=-1) for i in range(start, min(start + b, k))]
             n_real = len(chunk)
             chunk += [chunk[-1]] * (b - n_real)  # fixed batch shape: one compilation
             u = np.asarray(self.carmen.apply(self.carmen.variables, np.stack(chunk)))

@@ -16,7 +16,11 @@
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+
+from deepstrain_jax.ops.strain import displacement_gradient
 
 
 def jacobian_determinant(u_mm, spacing_mm) -> np.ndarray:
@@ -28,18 +32,14 @@ def jacobian_determinant(u_mm, spacing_mm) -> np.ndarray:
     Returns:
       ``(T, X, Y, Z)`` float32.
     """
-    import jax
-    import jax.numpy as jnp
-
-    from deepstrain_jax.ops.strain import displacement_gradient
-
     spacing = jnp.asarray(spacing_mm, jnp.float32)
+    return np.stack([np.asarray(_det_f(jnp.asarray(u, jnp.float32), spacing)) for u in np.asarray(u_mm)])
 
-    @jax.jit
-    def det_one(u):
-        return jnp.linalg.det(jnp.eye(3, dtype=jnp.float32) + displacement_gradient(u, spacing))
 
-    return np.stack([np.asarray(det_one(jnp.asarray(u, jnp.float32))) for u in np.asarray(u_mm)])
+@jax.jit
+def _det_f(u, spacing):
+    # Module level, so the compiled code is reused across frames and subjects (one trace per grid shape).
+    return jnp.linalg.det(jnp.eye(3, dtype=jnp.float32) + displacement_gradient(u, spacing))
 
 
 def folding_statistics(det_f, mask) -> dict:
