@@ -5,12 +5,16 @@ from __future__ import annotations
 import ml_collections
 
 PHENOTYPES = ("NOR", "DCM", "HCM", "MINF", "ARV")
+# The fixed patient-level split of real ACDC (issue 11): never trained on, never used to pick a checkpoint, in
+# any form. deepstrain_jax.data.acdc_real.HELD_OUT is the same list (tests/test_acdc_real.py checks both).
+HELD_OUT = ("006", "007", "008", "033", "039", "059", "078", "080", "087", "093")
+VARIANTS = ("smoke", "cpu", "paper", "real", "real_smoke")
 
 
 def base_config(task: str, arg: str) -> ml_collections.ConfigDict:
     """The skeleton every config fills: task, seed, model, data, augment, loss, train."""
-    if arg not in ("smoke", "cpu", "paper"):
-        raise ValueError(f"config argument must be 'smoke', 'cpu' or 'paper', got {arg!r}")
+    if arg not in VARIANTS:
+        raise ValueError(f"config argument must be one of {VARIANTS}, got {arg!r}")
     c = ml_collections.ConfigDict()
     c.task = task
     c.variant = arg
@@ -20,7 +24,16 @@ def base_config(task: str, arg: str) -> ml_collections.ConfigDict:
                                          "dtype": "float32", "kernel_3d": False})
 
     c.data = ml_collections.ConfigDict()
-    c.data.source = "phantom"          # "phantom" (generated on the fly) or "acdc" (a folder in the ACDC layout)
+    c.data.source = "phantom"          # "phantom" (made on the fly), "acdc" (an ACDC-layout folder) or "mixture"
+    # "mixture": real ACDC (data.real) plus phantoms of each of data.phantom_models (data.pool_size each).
+    c.data.real = ml_collections.ConfigDict({
+        "root": "../shared/data/acdc",  # relative to the repository root, or absolute
+        "forms": ("labelled", "h5"),    # a patient in several forms is used once, in the first form listed
+        "held_out": HELD_OUT,
+        "repeat": 1,                    # the real pool's weight in the mixture (copies of it)
+    })
+    c.data.phantom_models = ("A",)
+    c.data.train_crop = 0              # CarSON: > 0 trains on the central window of that size (0: the whole crop)
     c.data.root = ""                   # ACDC-layout folder when source == "acdc"
     c.data.val_root = ""               # optional separate validation folder (default: phantoms / a split)
     c.data.pool_size = 40              # phantom subjects (made lazily, cached)
@@ -61,7 +74,8 @@ def base_config(task: str, arg: str) -> ml_collections.ConfigDict:
     c.train.eval_batches = 4
     c.train.ckpt_every = 200
     c.train.keep = 2
-    c.train.best_metric = "loss"
+    c.train.best_metric = "loss"        # "" : no checkpoint choice, the final state is exported
+    c.train.init_from = ""             # a model folder to start from (same architecture), e.g. a shipped model
     c.train.best_mode = "min"
     return c
 
@@ -82,3 +96,23 @@ def smoke(c: ml_collections.ConfigDict) -> None:
     c.train.eval_every = 2
     c.train.eval_batches = 1
     c.train.ckpt_every = 2
+
+
+# Real-data augmentation (issue 11): what real cine-MRI varies in beyond the phantoms.
+REAL_AUGMENT = {"rotation_deg": 180.0, "translation_vox": 10.0, "mirror_prob": 0.5, "gamma": (0.6, 1.6),
+                "scale": (0.8, 1.25), "elastic_vox": 3.0, "contrast": (0.7, 1.4), "bias_field": 0.3,
+                "blur_sigma_vox": (0.0, 1.0), "lowres_prob": 0.3, "lowres_factor": (1.0, 2.0),
+                "noise_std": (0.0, 0.05), "slice_mix_prob": 0.3}
+
+
+def real_mixture(c: ml_collections.ConfigDict, smoke_run: bool = False) -> None:
+    """Train on real ACDC plus phantoms of both geometry models, with the real-data augmentation."""
+    c.data.source = "mixture"
+    c.data.phantom_models = ("A", "B")
+    c.augment.update(REAL_AUGMENT)
+    c.train.best_metric = ""           # the held-out patients never pick a checkpoint: the final state ships
+    if smoke_run:
+        smoke(c)
+        c.data.real.forms = ("h5",)
+        c.data.phantom_models = ()
+        c.train.steps = 6

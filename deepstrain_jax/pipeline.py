@@ -182,6 +182,60 @@ def _network_window(image, spacing_mm, ed: int, networks: Networks, *, inplane_m
     return plan, crop, centre, centre_source, resample_window(image, plan, crop, 1)
 
 
+@dataclasses.dataclass
+class StackSegmentation:
+    """:func:`segment_stack`'s result.
+
+    Attributes:
+      native: ``(X, Y, Z, T)`` uint8 labels on the input grid (slices on axis 2, as given).
+      network: ``(T, N, N, Z)`` uint8 labels on the network grid (the slice order as given).
+      probs: ``(T, N, N, Z, 4)`` float32 CarSON class probabilities on the network grid.
+      window: ``(N, N, Z, T)`` float32 resampled, cropped intensities (before z-scoring).
+      resampling, crop: the maps from the input grid; centre_vox: ``(2,)`` crop centre on the resampled grid;
+      centre_source: ``"vcn"`` or ``"fov"``.
+    """
+
+    native: np.ndarray
+    network: np.ndarray
+    probs: np.ndarray
+    window: np.ndarray
+    resampling: pp.Resampling
+    crop: pp.Crop
+    centre_vox: np.ndarray
+    centre_source: str
+
+
+def segment_stack(image, spacing_mm, *, networks: Networks, ed: int = 0, inplane_mm: float = 1.25,
+                  centre: str = "vcn", align: str = "centre") -> StackSegmentation:
+    """CarSON on every frame of a ``(X, Y, Z, T)`` stack, exactly as :func:`analyze` segments a cine.
+
+    Network grid, VCN centre on frame ``ed`` (or the field-of-view centre with ``centre="fov"``), crop, CarSON
+    slice by slice, labelled islands away from the heart removed, and the class probabilities interpolated back
+    to the input grid (arg-max there). Slices are on axis 2 in any order; nothing is reordered.
+
+    Args:
+      image: ``(X, Y, Z, T)`` (a single frame: ``T = 1``); spacing_mm: ``(3,)`` mm.
+      networks: loaded :class:`~deepstrain_jax.analysis.networks.Networks`.
+    Returns:
+      :class:`StackSegmentation`.
+    """
+    image = np.asarray(image)
+    if image.ndim != 4:
+        raise ValueError(f"image must be (X, Y, Z, T), got shape {image.shape}")
+    if centre not in ("vcn", "fov"):
+        raise ValueError(f"centre must be 'vcn' or 'fov', got {centre!r}")
+    plan, crop, centre_vox, centre_source, window = _network_window(
+        image, np.asarray(spacing_mm, np.float64), ed, networks, inplane_mm=inplane_mm, align=align,
+        use_vcn=centre == "vcn" and networks.vcn is not None)
+    raw = np.ascontiguousarray(np.moveaxis(window, 3, 0))
+    probs = np.stack([networks.segment_frame(raw[t]) for t in range(raw.shape[0])])
+    seg_net = np.stack([grids.keep_heart_component(p.argmax(-1).astype(np.uint8)) for p in probs])
+    native = np.stack([grids.keep_heart_component(grids.labels_to_native(p, plan, crop)) for p in probs], axis=-1)
+    return StackSegmentation(native=native, network=seg_net, probs=probs.astype(np.float32), window=window,
+                             resampling=plan, crop=crop, centre_vox=np.asarray(centre_vox, np.float64),
+                             centre_source=centre_source)
+
+
 def read_checked(source, *, crop_mm: float = DEFAULT_CROP * 1.25) -> tuple[inp.CineInput, inp.CineInput, int]:
     """Read (unless given a :class:`~deepstrain_jax.analysis.inputs.CineInput`) and check a subject.
 
@@ -241,12 +295,16 @@ def analyze(source, out: str | os.PathLike | None = None, *, networks: Networks 
                         "pass --frame-interval-ms or --heart-rate")
 
     # Network grid, centring, segmentation.
-    plan, crop, centre, centre_source, window = _network_window(
-        cine.image, cine.spacing_mm, ed, networks, inplane_mm=options.inplane_mm,
-        align="corner" if options.legacy else "centre", use_vcn=use_vcn)
-    raw = np.ascontiguousarray(np.moveaxis(window, 3, 0))  # (T, N, N, Z)
-    probs = [networks.segment_frame(raw[t]) for t in range(t_count)]
-    seg_net = np.stack([grids.keep_heart_component(p.argmax(-1).astype(np.uint8)) for p in probs])
+    fov = np.asarray(cine.image.shape[:2]) * np.asarray(cine.spacing_mm[:2])
+    crop_mm = networks.grid[0] * options.inplane_mm
+    if np.any(fov < crop_mm):
+        warnings.append(f"in-plane field of view {fov[0]:.0f} x {fov[1]:.0f} mm is smaller than the network crop "
+                        f"of {crop_mm:.0f} mm: padded; check that the whole heart is in view")
+    seg = segment_stack(cine.image, cine.spacing_mm, networks=networks, ed=ed, inplane_mm=options.inplane_mm,
+                        centre="vcn" if use_vcn else "fov", align="corner" if options.legacy else "centre")
+    plan, crop, centre, centre_source = seg.resampling, seg.crop, seg.centre_vox, seg.centre_source
+    raw = np.ascontiguousarray(np.moveaxis(seg.window, 3, 0))  # (T, N, N, Z)
+    seg_net = seg.network
 
     if options.slice_order != "auto":
         order, order_source, slope = options.slice_order, "option", None
@@ -263,13 +321,22 @@ def analyze(source, out: str | os.PathLike | None = None, *, networks: Networks 
         raw, seg_net = raw[..., ::-1], seg_net[..., ::-1]
 
     # Volumes on the native grid.
-    seg_native = np.stack([grids.keep_heart_component(grids.labels_to_native(p, plan, crop)) for p in probs], axis=-1)
+    seg_native = seg.native
     from deepstrain_jax.cardiac import volumetrics
 
+    if not (seg_native[..., ed] == 3).any():
+        raise InputError(f"no LV cavity found by the segmentation in the ED frame {ed}; is the heart in the field "
+                         "of view?", path)
+    has_rv = bool((seg_native[..., ed] == 1).any())
+    if not has_rv:
+        warnings.append("no RV found by the segmentation in the ED frame: RV volumes and EF are null, AHA segments "
+                        "need the RV insertion points")
     try:
-        vols = volumetrics.clinical_indices(np.moveaxis(seg_native, 3, 0), cine.spacing_mm, ed=ed, es=es_given)
+        vols = volumetrics.clinical_indices(np.moveaxis(seg_native, 3, 0), cine.spacing_mm, ed=ed, es=es_given,
+                                            include_rv=has_rv)
     except ValueError as e:
-        raise InputError(f"no LV found by the segmentation ({e}); is the heart in the field of view?", path) from None
+        raise InputError(f"LV volumes could not be measured from the segmentation ({e}); is the heart in the field "
+                         "of view?", path) from None
     es = vols.es
     es_source = "option" if options.es is not None else ("info_cfg" if cine.es is not None else "min_lv_volume")
 

@@ -55,7 +55,7 @@ def _assert_refused(capsys, target, out, *needles):
     ("empty_frame", ("frame(s) 2", "constant")),
     ("spacing", ("in-plane voxel size", "plausible")),
     ("slice_spacing", ("slice spacing",)),
-    ("small_fov", ("field of view", "smaller than the network crop")),
+    ("small_fov", ("field of view", "too small to hold a whole heart")),
 ])
 def test_bad_cines_are_refused(case, needles, tmp_path, capsys):
     image, affine = _cine()
@@ -78,7 +78,7 @@ def test_bad_cines_are_refused(case, needles, tmp_path, capsys):
     elif case == "slice_spacing":
         affine = np.diag([1.5, 1.5, 80.0, 1.0])
     elif case == "small_fov":
-        image, affine = _cine(shape=(60, 60, 6, 5), spacing=(2.0, 2.0, 10.0))
+        image, affine = _cine(shape=(40, 40, 6, 5), spacing=(2.0, 2.0, 10.0))  # 80 mm
     path = _write(tmp_path / "cine.nii.gz", image, affine)
     _assert_refused(capsys, path, tmp_path / "out", *needles)
 

@@ -198,3 +198,56 @@ def test_displacement_mask_keeps_only_fully_known_positions():
     full = aug.transform_displacement(_smooth_u(), t)
     np.testing.assert_allclose(aug.transform_displacement(u, t)[m2], full[m2], atol=1e-6)
     assert m2.sum() > 0.6 * mask.sum()
+
+
+def test_scale_moves_a_blob_to_the_forward_map():
+    """With a zoom, the content at x lands at T(x) = c + s R (x - c) + t (images and labels alike)."""
+    h = w = 64
+    img = np.zeros((h, w, 1), np.float32)
+    img[20:23, 40:43] = 1.0                         # a blob centred at (21, 41)
+    t = aug.make_transform(30.0, (2.0, -3.0), False, 1.0, scale=1.3)
+    moved = aug.resample_inplane(img, aug.source_coords(t, img.shape), 1)[..., 0]
+    centre = np.array(ndimage.center_of_mass(moved))
+    expect = aug.transform_points(np.array([21.0, 41.0]), t, (h, w))
+    np.testing.assert_allclose(centre, expect, atol=0.3)
+    lab = aug.transform_labels((img[..., 0] > 0).astype(np.uint8), t)
+    # area scales with s^2 (9 pixels -> about 15)
+    assert 11 <= lab.sum() <= 19
+
+
+def test_scale_draw_only_when_enabled_keeps_old_streams():
+    base = aug.AugmentConfig(rotation_deg=30.0, translation_vox=4.0)
+    a = aug.sample_transform(np.random.default_rng(3), base)
+    b = aug.sample_transform(np.random.default_rng(3), base._replace(scale=(0.8, 1.25)))
+    np.testing.assert_array_equal(a.shift_vox, b.shift_vox)
+    s = np.sqrt(abs(np.linalg.det(b.matrix)))
+    assert 0.8 <= s <= 1.25 and s != 1.0
+    np.testing.assert_allclose(b.matrix / s, a.matrix, atol=1e-12)
+
+
+def test_elastic_warp_is_refused_for_displacements():
+    t = aug.sample_transform(np.random.default_rng(0), aug.AugmentConfig(elastic_vox=2.0))
+    assert t.warp is not None and t.warp.shape == (4, 4, 2)
+    with pytest.raises(ValueError, match="elastic"):
+        aug.transform_displacement(np.zeros((16, 16, 3), np.float32), t)
+    # images and labels move smoothly: the identity plus a warp moves no pixel by more than its amplitude bound
+    src = aug.source_coords(t._replace(matrix=np.eye(2), shift_vox=np.zeros(2)), (32, 32))
+    grid = np.stack(np.meshgrid(np.arange(32), np.arange(32), indexing="ij"), -1)
+    d = np.abs(src - grid)
+    assert d.max() <= 2.0 * 1.5 and d.max() > 0.1
+
+
+def test_appearance_noise_bias_and_lowres_statistics():
+    rng = np.random.default_rng(0)
+    x = np.full((64, 64, 1), 0.5, np.float32)
+    noisy = aug.apply_appearance(x, aug.Appearance(noise_std=0.05, noise_seed=1))
+    # Rician noise on a bright constant: the spread is about the Gaussian sigma
+    assert 0.04 < noisy.std() < 0.06
+    biased = aug.apply_appearance(x, aug.Appearance(bias=(0.0, 0.3, 0.0, 0.0, 0.0, 0.0)))
+    # b = 0.3 y0 with y0 from -1 to 1: x exp(b) ranges over 0.5 exp(-0.3) .. 0.5 exp(0.3) along axis 0
+    np.testing.assert_allclose(biased[[0, -1], 0, 0], [0.5 * np.exp(-0.3), 0.5 * np.exp(0.3)], rtol=1e-5)
+    stripes = (np.arange(64)[:, None, None] % 2).astype(np.float32) * np.ones((1, 64, 1), np.float32)
+    low = aug.apply_appearance(stripes, aug.Appearance(lowres_factor=2.0))
+    assert low.shape == stripes.shape and low[8:-8].std() < 0.05    # the 1-pixel stripes are averaged out
+    sampled = aug.sample_appearance(rng, aug.AugmentConfig(noise_std=(0.0, 0.1), contrast=(0.5, 2.0)))
+    assert 0 <= sampled.noise_std <= 0.1 and 0.5 <= sampled.contrast <= 2.0

@@ -61,19 +61,73 @@ def make_pools(config, workdir: Path):
         train = pools.AcdcPool(d.root, cfg=cfg, cache_dir=cache, jitter_seed=config.seed, cache_mb=d.cache_mb)
         val = pools.AcdcPool(d.val_root or d.root, cfg=val_cfg, cache_dir=cache, cache_mb=d.cache_mb)
         return train, val
-    raise ValueError(f"config.data.source must be 'phantom' or 'acdc', got {d.source!r}")
+    if d.source == "mixture":
+        return make_mixture_pools(config, cfg, val_cfg, cache)
+    raise ValueError(f"config.data.source must be 'phantom', 'acdc' or 'mixture', got {d.source!r}")
+
+
+def real_root(config) -> Path:
+    """``config.data.real.root``, relative paths taken from the repository root (default ``../shared/data/acdc``)."""
+    root = Path(config.data.real.root)
+    return root if root.is_absolute() else Path(__file__).resolve().parents[1] / root
+
+
+def real_training_refs(config) -> list:
+    """The real cases a mixture trains on: every form in ``data.real.forms`` minus ``data.real.held_out``; a
+    patient in several forms is kept once, in the first form listed (``labelled`` before ``h5``: it has the
+    real voxel size)."""
+    from deepstrain_jax.data import acdc_real
+
+    r = config.data.real
+    refs, seen = [], set()
+    for form in r.forms:
+        for ref in acdc_real.find_cases(real_root(config), form, exclude=tuple(r.held_out)):
+            if ref.number not in seen:
+                refs.append(ref)
+                seen.add(ref.number)
+    acdc_real.check_split(refs, tuple(r.held_out))
+    return refs
+
+
+def make_mixture_pools(config, cfg, val_cfg, cache):
+    """Real ACDC (``data.real``) plus phantoms of each model in ``data.phantom_models``; validation on phantoms
+    of their own seed only (the held-out patients are never used to pick a checkpoint)."""
+    d = config.data
+    members, repeats, val_members = [], [], []
+    refs = real_training_refs(config)
+    if d.real.repeat > 0:
+        members.append(pools.RealAcdcPool(refs, held_out=tuple(d.real.held_out), cfg=cfg, jitter_seed=config.seed,
+                                          cache_dir=cache, cache_mb=d.cache_mb))
+        repeats.append(int(d.real.repeat))
+    for model in d.phantom_models:
+        kwargs = {"model": model, "snr": tuple(d.snr)}
+        if d.n_frames:
+            kwargs["n_frames"] = d.n_frames
+        kwargs.update(dict(config.data.get("acquisition", {})))
+        members.append(pools.PhantomPool(config.seed, d.pool_size, cfg=cfg, phenotypes=tuple(d.phenotypes),
+                                         cache_dir=cache, cache_mb=d.cache_mb, **kwargs))
+        repeats.append(1)
+        val_members.append(pools.PhantomPool(d.val_seed, d.val_size, cfg=val_cfg, phenotypes=tuple(d.phenotypes),
+                                             cache_dir=cache, cache_mb=d.cache_mb, **kwargs))
+    val = pools.MixturePool(val_members) if val_members else pools.RealAcdcPool(
+        refs[:1], held_out=tuple(d.real.held_out), cfg=val_cfg, cache_dir=cache, cache_mb=d.cache_mb)
+    return pools.MixturePool(members, repeats), val
 
 
 def _sampler(config):
     a = config.augment
+    extra = {k: (tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in dict(a).items()
+             if k in aug.AugmentConfig._fields and k not in ("rotation_deg", "translation_vox", "mirror_prob", "gamma")}
     augment = (aug.AugmentConfig(rotation_deg=a.rotation_deg, translation_vox=a.translation_vox,
-                                 mirror_prob=a.mirror_prob, gamma=tuple(a.gamma)) if a.enabled else None)
+                                 mirror_prob=a.mirror_prob, gamma=tuple(a.gamma), **extra) if a.enabled else None)
     fn = _SAMPLERS[config.task]
     kwargs = {"augment": augment}
     if config.task == "carmen":
         kwargs["identity_prob"] = config.data.identity_prob
     if config.task == "carson":
         kwargs["heart_only"] = config.data.heart_only
+        if config.data.get("train_crop", 0):
+            kwargs["crop"] = int(config.data.train_crop)
     train = lambda pool, step: fn(pool, config.seed, step, config.train.batch_size, **kwargs)
     val_kwargs = {**kwargs, "augment": None}
     val = lambda pool, i: fn(pool, config.data.val_seed, i, config.train.batch_size, **val_kwargs)
@@ -121,6 +175,22 @@ def make_optimizer(cfg) -> optax.GradientTransformation:
     return optax.adam(lr, b1=cfg.b1, b2=cfg.b2)
 
 
+def warm_start(state, model_dir):
+    """``state`` with the params and batch statistics of the exported model in ``model_dir`` (same architecture;
+    the optimiser starts afresh). Raises ValueError when the trees differ."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_absolute() and not model_dir.exists():
+        model_dir = Path(__file__).resolve().parents[1] / model_dir  # relative to the repository
+    variables, _ = checkpointing.load_variables(model_dir)
+    new = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+    old = {"params": state.params, "batch_stats": state.batch_stats}
+    if jax.tree.structure(new) != jax.tree.structure(old) or any(
+            np.shape(a) != np.shape(b) for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(old))):
+        raise ValueError(f"{model_dir}: its variables do not match the configured model")
+    cast = jax.tree.map(lambda a, b: np.asarray(a, np.asarray(b).dtype), new, old)
+    return state._replace(params=cast["params"], batch_stats=cast["batch_stats"])
+
+
 def train_and_evaluate(config, workdir) -> dict:
     """Train per ``config`` in ``workdir`` (resuming if it holds checkpoints); returns the last evaluation."""
     workdir = Path(workdir)
@@ -146,12 +216,15 @@ def train_and_evaluate(config, workdir) -> dict:
     total = num_steps(config, train_pool)
 
     ckpt = checkpointing.Checkpointer(workdir, every=config.train.ckpt_every, keep=config.train.keep,
-                                      best_metric=config.train.best_metric, best_mode=config.train.best_mode)
+                                      best_metric=config.train.best_metric or None, best_mode=config.train.best_mode)
     start = 0
     if ckpt.latest_step() is not None:
         state, _, _ = ckpt.restore(state)
         start = int(state.step)
         print(f"resumed from step {start} in {workdir}", file=sys.stderr)
+    elif config.train.get("init_from", ""):
+        state = warm_start(state, config.train.init_from)
+        print(f"initialised from {config.train.init_from}", file=sys.stderr)
     state = parallel.replicate(state, plan)
     log = _Log(workdir / "metrics.jsonl")
 
@@ -217,10 +290,12 @@ def train_and_evaluate(config, workdir) -> dict:
 
     # --- Export the best state (or the final one) as the model to ship. ---
     final = parallel.unreplicate(state, plan)
-    try:
-        best, _, _ = ckpt.restore(final, best=True)
-    except (FileNotFoundError, ValueError):
-        best = final
+    best = final
+    if config.train.best_metric:
+        try:
+            best, _, _ = ckpt.restore(final, best=True)
+        except (FileNotFoundError, ValueError):
+            best = final
     arch = models.architecture({**dict(config.model), "bn_axis_name": None})
     checkpointing.save_variables(workdir / "model", jax.device_get(state_lib.variables(best)), arch)
     ckpt.close()

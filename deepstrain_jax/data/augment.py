@@ -48,30 +48,77 @@ class AugmentConfig(NamedTuple):
       translation_vox: each in-plane shift component is uniform in ``[-translation_vox, translation_vox]`` voxels.
       mirror_prob: probability of flipping axis 0 (with the free rotation this covers flips of either axis).
       gamma: ``(low, high)``: gamma is log-uniform in this range (``(1, 1)`` disables).
+      scale: ``(low, high)``: an in-plane zoom factor, log-uniform (``(1, 1)`` disables; > 1 enlarges the
+        content). It covers unknown or varying voxel sizes.
+      elastic_vox: peak amplitude (voxels) of a smooth random deformation (a 4 x 4 grid of random vectors,
+        upsampled with cubic splines) added to the sampling positions; images and labels only (0 disables).
+
+    Appearance (:func:`sample_appearance`, applied by :func:`transform_image` on intensities scaled to [0, 1]
+    after the geometric move, before the z-score; every one off by default):
+
+      contrast: ``(low, high)``: ``x -> m + c (x - m)`` about the mean ``m``, ``c`` log-uniform.
+      bias_field: peak of a smooth multiplicative field ``exp(b(x))``, ``b`` a random quadratic in the in-plane
+        position, ``|b| <= bias_field``.
+      blur_sigma_vox: ``(low, high)``: Gaussian blur of that in-plane standard deviation (voxels), uniform.
+      lowres_prob, lowres_factor: with that probability, block-average by a factor uniform in ``lowres_factor``
+        (coarser acquisition) and interpolate back linearly.
+      noise_std: ``(low, high)``: Rician noise of that standard deviation (fraction of the [0, 1] range).
+      slice_mix_prob: CarSON only: with that probability the slice is blended with a neighbour slice of the
+        stack, weight uniform in [0, 0.5] (partial volume of thicker slices); labels of the slice kept.
     """
 
     rotation_deg: float = 180.0
     translation_vox: float = 10.0
     mirror_prob: float = 0.5
     gamma: tuple = (0.7, 1.5)
+    scale: tuple = (1.0, 1.0)
+    elastic_vox: float = 0.0
+    contrast: tuple = (1.0, 1.0)
+    bias_field: float = 0.0
+    blur_sigma_vox: tuple = (0.0, 0.0)
+    lowres_prob: float = 0.0
+    lowres_factor: tuple = (1.0, 2.0)
+    noise_std: tuple = (0.0, 0.0)
+    slice_mix_prob: float = 0.0
+
+    @property
+    def has_appearance(self) -> bool:
+        return (tuple(self.contrast) != (1.0, 1.0) or self.bias_field > 0 or max(self.blur_sigma_vox) > 0
+                or self.lowres_prob > 0 or max(self.noise_std) > 0)
+
+
+class Appearance(NamedTuple):
+    """Sampled appearance changes (:class:`AugmentConfig`); :func:`apply_appearance` applies them."""
+
+    contrast: float = 1.0
+    bias: tuple = (0.0,) * 6        # coefficients of 1, y0, y1, y0^2, y0 y1, y1^2 (y in [-1, 1])
+    blur_sigma_vox: float = 0.0
+    lowres_factor: float = 1.0
+    noise_std: float = 0.0
+    noise_seed: int = 0
 
 
 class InPlaneTransform(NamedTuple):
     """``T(x) = c + M (x - c) + s`` on the in-plane axes, plus an intensity ``gamma`` (module docstring).
 
     Attributes:
-      matrix: ``(2, 2)`` float64 ``M`` (orthogonal: a rotation, or a rotation times a flip).
+      matrix: ``(2, 2)`` float64 ``M`` (a rotation, or a rotation times a flip, times a zoom ``s``).
       shift_vox: ``(2,)`` float64 ``s`` in voxels.
       gamma: intensity exponent (> 0).
+      warp: ``(4, 4, 2)`` control vectors (voxels) of a smooth deformation added to the sampling positions, or
+        ``None``.
+      appearance: :class:`Appearance` changes of the intensities, or ``None``.
     """
 
     matrix: np.ndarray
     shift_vox: np.ndarray
     gamma: float
+    warp: np.ndarray | None = None
+    appearance: Appearance | None = None
 
 
 def make_transform(angle_deg: float = 0.0, shift_vox=(0.0, 0.0), mirror: bool = False,
-                   gamma: float = 1.0) -> InPlaneTransform:
+                   gamma: float = 1.0, scale: float = 1.0) -> InPlaneTransform:
     """``M = R(theta) F`` with ``F = diag(-1, 1)`` when ``mirror`` (flip axis 0) and
     ``R(theta) = [[cos, -sin], [sin, cos]]`` (from axis 0 towards axis 1).
 
@@ -82,8 +129,10 @@ def make_transform(angle_deg: float = 0.0, shift_vox=(0.0, 0.0), mirror: bool = 
         raise ValueError(f"gamma must be positive, got {gamma}")
     a = math.radians(angle_deg)
     r = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be positive, got {scale}")
     m = r @ np.diag([-1.0 if mirror else 1.0, 1.0])
-    m = np.where(np.abs(m - np.round(m)) < 1e-12, np.round(m), m)
+    m = np.where(np.abs(m - np.round(m)) < 1e-12, np.round(m), m) * float(scale)
     shift = np.asarray(shift_vox, np.float64)
     if shift.shape != (2,) or not np.all(np.isfinite(shift)):
         raise ValueError(f"shift_vox must be 2 finite numbers, got {shift_vox}")
@@ -105,7 +154,63 @@ def sample_transform(rng: np.random.Generator, cfg: AugmentConfig = AugmentConfi
     shift = (2 * u[1:3] - 1) * cfg.translation_vox
     mirror = bool(u[3] < cfg.mirror_prob)
     gamma = math.exp(math.log(lo) + u[4] * (math.log(hi) - math.log(lo)))
-    return make_transform(angle, shift, mirror, gamma)
+    # The draws below happen only when their augmentation is on, so older settings keep their streams.
+    scale = _log_uniform(rng, cfg.scale, "scale") if tuple(cfg.scale) != (1.0, 1.0) else 1.0
+    t = make_transform(angle, shift, mirror, gamma, scale)
+    if cfg.elastic_vox > 0:
+        t = t._replace(warp=rng.uniform(-cfg.elastic_vox, cfg.elastic_vox, size=(4, 4, 2)))
+    if cfg.has_appearance:
+        t = t._replace(appearance=sample_appearance(rng, cfg))
+    return t
+
+
+def _log_uniform(rng, bounds, name: str) -> float:
+    lo, hi = (float(b) for b in bounds)
+    if not (0 < lo <= hi):
+        raise ValueError(f"{name} range must be 0 < low <= high, got {bounds}")
+    return math.exp(math.log(lo) + rng.uniform() * (math.log(hi) - math.log(lo)))
+
+
+def sample_appearance(rng: np.random.Generator, cfg: AugmentConfig) -> Appearance:
+    """Draw :class:`Appearance` changes from the ranges of ``cfg``."""
+    contrast = _log_uniform(rng, cfg.contrast, "contrast")
+    bias = tuple(rng.uniform(-1, 1, size=6) * cfg.bias_field / 3.0)  # |b| <= sum |coef| <= 2 bias_field
+    blur = float(rng.uniform(*cfg.blur_sigma_vox))
+    low = float(rng.uniform(*cfg.lowres_factor)) if rng.uniform() < cfg.lowres_prob else 1.0
+    noise = float(rng.uniform(*cfg.noise_std))
+    return Appearance(contrast, bias, blur, low, noise, int(rng.integers(2 ** 31)))
+
+
+def apply_appearance(x01, app: Appearance) -> np.ndarray:
+    """Apply :class:`Appearance` changes to an ``(H, W, ...)`` image scaled to [0, 1] (in-plane axes 0, 1)."""
+    from scipy import ndimage
+
+    x = np.asarray(x01, np.float32)
+    h, w = x.shape[:2]
+    extra = (1,) * (x.ndim - 2)
+    if app.contrast != 1.0:
+        m = x.mean()
+        x = m + np.float32(app.contrast) * (x - m)
+    if any(app.bias):
+        y0 = np.linspace(-1, 1, h)[:, None]
+        y1 = np.linspace(-1, 1, w)[None, :]
+        c = app.bias
+        b = c[0] + c[1] * y0 + c[2] * y1 + c[3] * y0 ** 2 + c[4] * y0 * y1 + c[5] * y1 ** 2
+        x = x * np.exp(b).astype(np.float32).reshape((h, w) + extra)
+    if app.lowres_factor > 1.0:
+        zoom = [1.0 / app.lowres_factor] * 2 + [1.0] * (x.ndim - 2)
+        small = ndimage.zoom(ndimage.uniform_filter(x, [app.lowres_factor] * 2 + [1] * (x.ndim - 2)), zoom,
+                             order=1, grid_mode=True, mode="nearest")
+        x = ndimage.zoom(small, [h / small.shape[0], w / small.shape[1]] + [1.0] * (x.ndim - 2), order=1,
+                         grid_mode=True, mode="nearest")
+    if app.blur_sigma_vox > 0:
+        x = ndimage.gaussian_filter(x, [app.blur_sigma_vox] * 2 + [0.0] * (x.ndim - 2))
+    if app.noise_std > 0:
+        rng = np.random.default_rng(app.noise_seed)
+        n1 = rng.normal(0.0, app.noise_std, x.shape).astype(np.float32)
+        n2 = rng.normal(0.0, app.noise_std, x.shape).astype(np.float32)
+        x = np.sqrt((x + n1) ** 2 + n2 ** 2)  # Rician: the magnitude of complex Gaussian noise
+    return np.asarray(x, np.float32)
 
 
 def _centre(shape) -> np.ndarray:
@@ -122,8 +227,16 @@ def source_coords(t: InPlaneTransform, shape) -> np.ndarray:
     """``(H, W, 2)`` positions ``T^-1(y) = c + M^T (y - c - s)`` sampled for each output pixel ``y``."""
     c = _centre(shape)
     grid = np.stack(np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij"), axis=-1)
-    # M is orthogonal, so M^-1 = M^T; row vectors: (y - c - s) @ M.
-    return c + (grid - c - t.shift_vox) @ t.matrix
+    # M = s Q with Q orthogonal, so M^-1 = M^T / s^2 (s^2 = |det M|, exactly 1 without zoom); row vectors.
+    s2 = abs(float(np.linalg.det(t.matrix)))
+    src = c + (grid - c - t.shift_vox) @ (t.matrix if s2 == 1.0 else t.matrix / s2)
+    if t.warp is not None:
+        from scipy import ndimage
+
+        w = np.asarray(t.warp, np.float64)
+        zoom = (shape[0] / w.shape[0], shape[1] / w.shape[1], 1)
+        src = src + ndimage.zoom(w, zoom, order=3, grid_mode=True, mode="grid-constant")[:shape[0], :shape[1]]
+    return src
 
 
 def resample_inplane(array, coords, order: int, fill=0.0) -> np.ndarray:
@@ -182,9 +295,13 @@ def zscore_channels(image, eps: float = 1e-8) -> np.ndarray:
 
 
 def transform_image(image, t: InPlaneTransform) -> np.ndarray:
-    """Gamma, move and re-z-score an ``(H, W, ..., C)`` image (module docstring, "Intensities")."""
+    """Gamma, move (appearance changes, if any) and re-z-score an ``(H, W, ..., C)`` image (module docstring,
+    "Intensities")."""
     x = normalise_intensity(image, t.gamma)
-    return zscore_channels(resample_inplane(x, source_coords(t, x.shape), 1, 0.0))
+    x = resample_inplane(x, source_coords(t, x.shape), 1, 0.0)
+    if t.appearance is not None:
+        x = apply_appearance(x, t.appearance)
+    return zscore_channels(x)
 
 
 def transform_labels(labels, t: InPlaneTransform) -> np.ndarray:
@@ -197,6 +314,12 @@ def transform_mask(mask, t: InPlaneTransform) -> np.ndarray:
     """Move the ``(H, W, ...)`` bool mask of a displacement field: ``L[m] >= 1 - 1e-6`` (module docstring)."""
     mask = np.asarray(mask)
     return resample_inplane(mask.astype(np.float32), source_coords(t, mask.shape), 1, 0.0) >= 1.0 - 1e-6
+
+
+def _no_warp(t: InPlaneTransform) -> None:
+    if t.warp is not None:
+        raise ValueError("an elastic warp (elastic_vox > 0) does not carry displacement fields; turn it off for "
+                         "motion training")
 
 
 def rotate_vectors(u, t: InPlaneTransform) -> np.ndarray:
@@ -214,6 +337,7 @@ def transform_displacement(u_vox, t: InPlaneTransform) -> np.ndarray:
     u_vox = np.asarray(u_vox)
     if u_vox.shape[-1] not in (2, 3):
         raise ValueError(f"u_vox must end in 2 or 3 components, got shape {u_vox.shape}")
+    _no_warp(t)
     return rotate_vectors(resample_inplane(u_vox, source_coords(t, u_vox.shape), 1, 0.0), t)
 
 
@@ -239,6 +363,8 @@ def transform_example(t: InPlaneTransform, image=None, labels=None, u_vox=None, 
         raise ValueError(f"fields differ in in-plane shape: { {k: v.shape for k, v in given.items()} }")
     if "u_vox" in given and given["u_vox"].shape[-1] not in (2, 3):
         raise ValueError(f"u_vox must end in 2 or 3 components, got shape {given['u_vox'].shape}")
+    if "u_vox" in given:
+        _no_warp(t)
     coords = source_coords(t, shape)
     out = {}
     if "labels" in given:
@@ -254,6 +380,8 @@ def transform_example(t: InPlaneTransform, image=None, labels=None, u_vox=None, 
             out[k] = moved[..., start:start + f.shape[-1]].reshape(v.shape)
             start += f.shape[-1]
     if "image" in out:
+        if t.appearance is not None:
+            out["image"] = apply_appearance(out["image"], t.appearance)
         out["image"] = zscore_channels(out["image"])
     if "u_vox" in out:
         out["u_vox"] = rotate_vectors(out["u_vox"], t)

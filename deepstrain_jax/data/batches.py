@@ -76,8 +76,11 @@ def _transform(rng, augment):
 
 
 def carson_batch(pool, seed: int, step: int, batch_size: int, *, augment: aug.AugmentConfig | None =
-                 aug.AugmentConfig(), heart_only: bool = False) -> dict:
+                 aug.AugmentConfig(), heart_only: bool = False, crop: int | None = None) -> dict:
     """2D slices of labelled frames for CarSON.
+
+    ``crop``: keep the central ``crop x crop`` of each (transformed) example -- a cheaper training view of the
+    heart for the fully convolutional network (the translation augmentation moves the heart within it).
 
     Each example: a subject (epoch permutation), a labelled frame (uniform), a slice (uniform; with
     ``heart_only`` among the slices with any label > 0, when there are some), one in-plane transform, then the
@@ -102,11 +105,23 @@ def carson_batch(pool, seed: int, step: int, batch_size: int, *, augment: aug.Au
             candidates = heart if heart.size else candidates
         z = int(candidates[rng.integers(candidates.size)])
         tr = _transform(rng, augment)
-        inputs.append(aug.transform_image(s.image[t, :, :, z, None], tr))
+        image = s.image[t, :, :, z, None]
+        if augment is not None and augment.slice_mix_prob > 0 and rng.uniform() < augment.slice_mix_prob:
+            # Partial volume of a thicker slice: blend with a neighbour (labels of slice z kept).
+            zn = int(np.clip(z + (1 if rng.uniform() < 0.5 else -1), 0, s.image.shape[3] - 1))
+            wn = np.float32(rng.uniform(0.0, 0.5))
+            image = (1 - wn) * image + wn * s.image[t, :, :, zn, None]
+        inputs.append(aug.transform_image(image, tr))
         labels.append(aug.transform_labels(s.labels[t, :, :, z], tr))
         frames.append(t)
         slices.append(z)
-    return {"inputs": np.stack(inputs).astype(np.float32), "labels": np.stack(labels).astype(np.int32),
+    inputs, labels = np.stack(inputs), np.stack(labels)
+    if crop is not None and crop < inputs.shape[1]:
+        a, b = (inputs.shape[1] - crop) // 2, (inputs.shape[2] - crop) // 2
+        # z-scored again over the window, as at inference (each image z-scored over what the network sees)
+        inputs = np.stack([aug.zscore_channels(x) for x in inputs[:, a:a + crop, b:b + crop]])
+        labels = labels[:, a:a + crop, b:b + crop]
+    return {"inputs": inputs.astype(np.float32), "labels": labels.astype(np.int32),
             "subject": idx.astype(np.int32), "frame": np.asarray(frames, np.int32),
             "slice": np.asarray(slices, np.int32)}
 

@@ -350,3 +350,95 @@ class AcdcPool(CachedPool):
     def _build(self, i: int) -> sj.Subject:
         return sj.subject_from_acdc(self.folders[i], self.cfg, slice_order=self.slice_order,
                                     use_truth=self.use_truth, jitter_seed=[self.jitter_seed, i])
+
+
+class RealAcdcPool(CachedPool):
+    """Real ACDC cases of the forms in ``shared/data/acdc`` (:mod:`deepstrain_jax.data.acdc_real`) as subjects.
+
+    Args:
+      refs: the :class:`~deepstrain_jax.data.acdc_real.CaseRef` list (``acdc_real.find_cases``), in pool order.
+      held_out: patient numbers that must not be in ``refs`` (the training side of the split; checked).
+      cfg: :class:`~deepstrain_jax.data.subjects.SubjectConfig` (``centre="fov"`` for unlabelled cines).
+      jitter_seed: with ``cfg.centre_jitter_mm > 0``, subject ``i`` jitters with seed ``[jitter_seed, i]``.
+      cache_dir, cache_mb: as :class:`PhantomPool` (keyed by the files' absolute paths and the settings).
+    """
+
+    kind = "acdc-real"
+
+    def __init__(self, refs, *, held_out=(), cfg: sj.SubjectConfig = sj.SubjectConfig(), jitter_seed: int = 0,
+                 cache_dir=None, cache_mb: float = 2048):
+        from deepstrain_jax.data import acdc_real
+
+        self.refs = list(refs)
+        if not self.refs:
+            raise ValueError("a real-data pool needs at least one case")
+        acdc_real.check_split(self.refs, held_out)
+        self.jitter_seed = int(jitter_seed)
+        super().__init__(cfg, cache_dir, cache_mb)
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def _settings(self) -> dict:
+        from deepstrain_jax.data import acdc_real
+
+        return {"refs": [[r.form, r.number, [os.fspath(Path(p).absolute()) for p in r.paths]] for r in self.refs],
+                "jitter_seed": self.jitter_seed, "nominal_spacing_mm": list(acdc_real.NOMINAL_SPACING_MM)}
+
+    def patients(self) -> list[str]:
+        """The patient numbers of the pool, in order (for the split checks)."""
+        return [r.number for r in self.refs]
+
+    def _build(self, i: int) -> sj.Subject:
+        from deepstrain_jax.data import acdc_real
+
+        case = acdc_real.read_case(self.refs[i])
+        return acdc_real.case_to_subject(case, self.cfg, jitter_seed=[self.jitter_seed, i])
+
+
+class MixturePool:
+    """Several pools as one: pool ``k`` appears ``repeats[k]`` times, so a uniform draw over the mixture takes
+    its subjects ``repeats[k] * len(pool_k)`` times out of every ``sum_j repeats[j] * len(pool_j)``.
+
+    Index ``i`` maps to ``(k, j)`` in order: the copies of pool 0, then of pool 1, ... ``pool[i]`` is that
+    pool's subject ``j``, so a mixture is as deterministic as its parts.
+    """
+
+    def __init__(self, pools: Sequence, repeats: Sequence[int] | None = None):
+        self.pools = list(pools)
+        if not self.pools:
+            raise ValueError("a mixture needs at least one pool")
+        self.repeats = [1] * len(self.pools) if repeats is None else [int(r) for r in repeats]
+        if len(self.repeats) != len(self.pools) or any(r < 0 for r in self.repeats) or not any(
+                r * len(p) for r, p in zip(self.repeats, self.pools)):
+            raise ValueError(f"repeats {list(repeats or [])} must be one non-negative count per pool, not all 0")
+        self._bounds = np.cumsum([r * len(p) for r, p in zip(self.repeats, self.pools)])
+        self.has_motion_truth = any(getattr(p, "has_motion_truth", False) for p in self.pools)
+
+    def __len__(self) -> int:
+        return int(self._bounds[-1])
+
+    def locate(self, i: int) -> tuple[int, int]:
+        """``(pool, index in that pool)`` of mixture subject ``i``."""
+        n = len(self)
+        if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
+            raise TypeError(f"subject index must be an integer, got {i!r}")
+        i = int(i) + n if i < 0 else int(i)
+        if not 0 <= i < n:
+            raise IndexError(f"subject {i} outside [0, {n})")
+        k = int(np.searchsorted(self._bounds, i, side="right"))
+        start = 0 if k == 0 else int(self._bounds[k - 1])
+        return k, (i - start) % len(self.pools[k])
+
+    def __getitem__(self, i) -> sj.Subject:
+        k, j = self.locate(i)
+        return self.pools[k][j]
+
+    def prefetch(self, indices=None, progress=True, workers: int = 1) -> None:
+        for p in self.pools:
+            if hasattr(p, "prefetch"):
+                p.prefetch(progress=progress, workers=workers)
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
