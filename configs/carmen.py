@@ -11,6 +11,9 @@ from configs import common
 def get_config(arg: str = "cpu"):
     if arg == "ablation":
         return ablation_config()
+    if arg in ("real", "real_smoke"):
+        raise ValueError("configs/carmen.py has no real-data variant yet (real-cine motion training is issue 12); "
+                         "use 'smoke', 'cpu', 'paper' or 'ablation'")
     c = common.base_config("carmen", arg)
     c.model.input_shape = (128, 128, 16, 2)
     c.loss = {"lambda_i": 0.01, "lambda_a": 0.5, "lambda_s": 0.1, "lambda_epe": 0.0, "intensity": "mse",

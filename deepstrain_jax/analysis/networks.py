@@ -40,13 +40,48 @@ class Network:
     variables: dict
     source: str
     apply: Callable
+    provenance: dict = dataclasses.field(default_factory=dict)
 
     def describe(self) -> dict:
+        """Where the network came from and what it is: ``source``, architecture, ``parameters``, ``sha256`` (of
+        the variables, :func:`variables_sha256`) and, from a model folder's ``provenance.json``, ``name`` and
+        ``trained_on`` (null when the folder has none, e.g. a Keras file)."""
         from deepstrain_jax.models import count_variables
 
-        return {"source": self.source, "family": self.arch["family"], "gf": self.arch["gf"],
-                "depth": self.arch["depth"], "input_shape": list(self.arch["input_shape"]),
-                "parameters": count_variables(self.variables)}
+        return {"source": self.source, "name": self.provenance.get("name"), "family": self.arch["family"],
+                "gf": self.arch["gf"], "depth": self.arch["depth"], "input_shape": list(self.arch["input_shape"]),
+                "parameters": count_variables(self.variables), "sha256": variables_sha256(self.variables),
+                "trained_on": self.provenance.get("trained_on")}
+
+
+def variables_sha256(variables) -> str:
+    """SHA-256 of a variable tree: every leaf's path, dtype, shape and bytes in path order (the model's identity:
+    equal hashes, equal outputs)."""
+    import hashlib
+
+    import jax
+
+    h = hashlib.sha256()
+    leaves = jax.tree_util.tree_flatten_with_path(variables)[0]
+    for path, leaf in sorted(leaves, key=lambda kv: jax.tree_util.keystr(kv[0])):
+        a = np.ascontiguousarray(np.asarray(leaf))
+        h.update(f"{jax.tree_util.keystr(path)}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def read_provenance(folder) -> dict:
+    """A model folder's ``provenance.json`` (``{"name", "trained_on", ...}``), or ``{}`` when it has none."""
+    path = Path(folder) / "provenance.json"
+    if not path.is_file():
+        return {}
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise InputError(f"unreadable provenance file: {e}", path) from None
+    if not isinstance(d, dict):
+        raise InputError("provenance.json must hold a JSON object", path)
+    return d
 
 
 def _from_workdir(workdir: Path) -> Path | None:
@@ -69,9 +104,11 @@ def load_network(name: str, spec: str | os.PathLike | None = None) -> Network:
 
     if name not in NAMES:
         raise ValueError(f"network must be one of {NAMES}, got {name!r}")
+    provenance = {}
     if spec is None or os.fspath(spec) == "shipped":
         variables, arch = pretrained.load_default(name)
         source = "shipped"
+        provenance = read_provenance(pretrained.default_model_dir(name))
     else:
         path = Path(spec)
         source = os.fspath(path)
@@ -87,8 +124,10 @@ def load_network(name: str, spec: str | os.PathLike | None = None) -> Network:
                 raise InputError(str(e), path) from None
         elif (path / "model.json").is_file():
             variables, arch = load_variables(path)
+            provenance = read_provenance(path)
         elif path.is_dir() and _from_workdir(path) is not None:
             variables, arch = load_variables(_from_workdir(path))
+            provenance = read_provenance(_from_workdir(path))
         else:
             raise InputError(f"not a {name} model: expected a model folder (model.json), a training work "
                              "directory with an exported model/, or a Keras .h5 weight file", path)
@@ -97,7 +136,7 @@ def load_network(name: str, spec: str | os.PathLike | None = None) -> Network:
         raise InputError(f"holds a {arch['name']} network, not {name}", source)
     variables = jax.tree_util.tree_map(jax.numpy.asarray, variables)
     return Network(name=name, arch=arch, variables=variables, source=source,
-                   apply=_compiled_apply(json.dumps(arch, sort_keys=True)))
+                   apply=_compiled_apply(json.dumps(arch, sort_keys=True)), provenance=provenance)
 
 
 @functools.lru_cache(maxsize=None)

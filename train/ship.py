@@ -1,0 +1,93 @@
+"""Copy a finished training run into the package as a shipped default model, with its provenance.
+
+    python -m train.ship --workdir=runs/real/carson --name=carson-acdc-v1
+
+Copies ``WORKDIR/model`` (variables + ``model.json``), ``config.json``, ``metrics.jsonl`` and, when present,
+``WORKDIR/../<task>.log`` (as ``train.log``) into ``deepstrain_jax/assets/models/<task>/``, and writes
+``provenance.json``: the model's ``name``, ``trained_on`` (one line: data, forms, patients, phantoms, steps), the
+training patients and held-out patients by number, and the SHA-256 of its variables -- what ``results.json``
+records under ``models`` for every analysed subject.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Finished training work directory (holds model/ and config.json).")
+flags.DEFINE_string("name", None, "Model name recorded in provenance.json, e.g. carson-acdc-v1.")
+flags.DEFINE_string("dest", "deepstrain_jax/assets/models", "Folder of the shipped models.")
+flags.mark_flags_as_required(["workdir", "name"])
+
+
+def provenance(workdir: Path, name: str) -> dict:
+    """The ``provenance.json`` content of the model trained in ``workdir`` (from its config and metrics); a
+    shipped model folder (which holds them beside the variables) works too."""
+    from deepstrain_jax.analysis.networks import variables_sha256
+    from deepstrain_jax.training.checkpointing import load_variables
+
+    config = json.loads((workdir / "config.json").read_text())
+    steps = [json.loads(line)["step"] for line in (workdir / "metrics.jsonl").read_text().splitlines()
+             if '"split": "train"' in line]
+    d = config["data"]
+    record = {"name": name, "task": config["task"], "steps": max(steps) if steps else 0,
+              "batch_size": config["train"]["batch_size"]}
+    if d["source"] == "mixture":
+        from types import SimpleNamespace
+
+        from deepstrain_jax.data import acdc_real
+        from train.trainer import real_training_refs
+
+        ns = SimpleNamespace(data=SimpleNamespace(real=SimpleNamespace(**d["real"])))
+        refs = real_training_refs(ns) if d["real"]["repeat"] > 0 else []
+        groups = sorted({acdc_real.group_of(r.number) for r in refs})
+        record["training_patients"] = [f"{r.name} ({r.form})" for r in refs]
+        record["held_out_patients"] = list(d["real"]["held_out"])
+        record["trained_on"] = (
+            f"real ACDC cine-MRI, {len(refs)} patients ({', '.join(groups)}; forms {', '.join(d['real']['forms'])}; "
+            f"ED and ES manual labels) x {d['real']['repeat']} plus {d['pool_size']} phantoms of each geometry "
+            f"model {', '.join(d['phantom_models'])}; {record['steps']} steps of {record['batch_size']}; held out: "
+            f"patients {', '.join(d['real']['held_out'])}")
+    elif d["source"] == "phantom":
+        record["trained_on"] = (f"{d['pool_size']} synthetic phantoms (geometry model {d['phantom_model']}), "
+                                f"{record['steps']} steps of {record['batch_size']}; no real data")
+    else:
+        record["trained_on"] = f"ACDC-layout folder {d['root']}; {record['steps']} steps"
+    variables, _ = load_variables(workdir / "model" if (workdir / "model").is_dir() else workdir)
+    record["sha256"] = variables_sha256(variables)
+    return record
+
+
+def main(argv):
+    del argv
+    from deepstrain_jax.io import atomic
+
+    workdir = Path(FLAGS.workdir)
+    config = json.loads((workdir / "config.json").read_text())
+    dest = Path(FLAGS.dest) / config["task"]
+    record = provenance(workdir, FLAGS.name)
+    tmp = dest.with_name(f".{dest.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(workdir / "model", tmp)
+    for f in ("config.json", "metrics.jsonl"):
+        shutil.copy2(workdir / f, tmp / f)
+    log = workdir.parent / f"{config['task']}.log"
+    if log.is_file():
+        shutil.copy2(log, tmp / "train.log")
+    atomic.write_text(tmp / "provenance.json", json.dumps(record, indent=1) + "\n")
+    old = dest.with_name(f".{dest.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if dest.exists():
+        dest.rename(old)
+    tmp.rename(dest)
+    shutil.rmtree(old, ignore_errors=True)
+    print(json.dumps(record, indent=1), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    app.run(main)
