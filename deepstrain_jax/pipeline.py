@@ -206,12 +206,17 @@ class StackSegmentation:
 
 
 def segment_stack(image, spacing_mm, *, networks: Networks, ed: int = 0, inplane_mm: float = 1.25,
-                  centre: str = "vcn", align: str = "centre") -> StackSegmentation:
+                  centre: str = "vcn", align: str = "centre", native_slices: bool = True) -> StackSegmentation:
     """CarSON on every frame of a ``(X, Y, Z, T)`` stack, exactly as :func:`analyze` segments a cine.
 
     Network grid, VCN centre on frame ``ed`` (or the field-of-view centre with ``centre="fov"``), crop, CarSON
     slice by slice, labelled islands away from the heart removed, and the class probabilities interpolated back
     to the input grid (arg-max there). Slices are on axis 2 in any order; nothing is reordered.
+
+    ``native_slices`` (default): the input-grid labels come from CarSON run on the acquired slices themselves
+    (resampled in-plane only, same crop), not from the through-plane interpolation of the network grid's slices,
+    which blends neighbouring slices 5-10 mm apart; ``network`` and ``probs`` stay on the network grid (motion and
+    strain use them).
 
     Args:
       image: ``(X, Y, Z, T)`` (a single frame: ``T = 1``); spacing_mm: ``(3,)`` mm.
@@ -230,7 +235,16 @@ def segment_stack(image, spacing_mm, *, networks: Networks, ed: int = 0, inplane
     raw = np.ascontiguousarray(np.moveaxis(window, 3, 0))
     probs = np.stack([networks.segment_frame(raw[t]) for t in range(raw.shape[0])])
     seg_net = np.stack([grids.keep_heart_component(p.argmax(-1).astype(np.uint8)) for p in probs])
-    native = np.stack([grids.keep_heart_component(grids.labels_to_native(p, plan, crop)) for p in probs], axis=-1)
+    if native_slices and align == "centre":
+        # In-plane only: the slice axis is kept (ratio 1, offset 0), the crop is the same in-plane window.
+        plan2 = pp.plan_resampling(image.shape[:3], np.asarray(spacing_mm, np.float64), inplane_mm=inplane_mm,
+                                   n_slices=None, align=align)
+        window2 = np.moveaxis(resample_window(image, plan2, crop, 1), 3, 0)
+        native = np.stack([grids.keep_heart_component(grids.labels_to_native(networks.segment_frame(w), plan2, crop))
+                           for w in window2], axis=-1)
+    else:
+        native = np.stack([grids.keep_heart_component(grids.labels_to_native(p, plan, crop)) for p in probs],
+                          axis=-1)
     return StackSegmentation(native=native, network=seg_net, probs=probs.astype(np.float32), window=window,
                              resampling=plan, crop=crop, centre_vox=np.asarray(centre_vox, np.float64),
                              centre_source=centre_source)
