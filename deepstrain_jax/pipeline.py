@@ -206,17 +206,18 @@ class StackSegmentation:
 
 
 def segment_stack(image, spacing_mm, *, networks: Networks, ed: int = 0, inplane_mm: float = 1.25,
-                  centre: str = "vcn", align: str = "centre", native_slices: bool = True) -> StackSegmentation:
+                  centre: str = "vcn", align: str = "centre", native_slices: bool = False) -> StackSegmentation:
     """CarSON on every frame of a ``(X, Y, Z, T)`` stack, exactly as :func:`analyze` segments a cine.
 
     Network grid, VCN centre on frame ``ed`` (or the field-of-view centre with ``centre="fov"``), crop, CarSON
     slice by slice, labelled islands away from the heart removed, and the class probabilities interpolated back
     to the input grid (arg-max there). Slices are on axis 2 in any order; nothing is reordered.
 
-    ``native_slices`` (default): the input-grid labels come from CarSON run on the acquired slices themselves
-    (resampled in-plane only, same crop), not from the through-plane interpolation of the network grid's slices,
-    which blends neighbouring slices 5-10 mm apart; ``network`` and ``probs`` stay on the network grid (motion and
-    strain use them).
+    ``native_slices``: the input-grid labels come from CarSON run on the acquired slices themselves (resampled
+    in-plane only, same crop) instead of the through-plane interpolation of the network grid's probabilities;
+    ``network`` and ``probs`` stay on the network grid. Off by default: on 8 real ACDC training patients with the
+    shipped CarSON the interpolated probabilities gave the same or slightly higher Dice (mean over RV, myocardium,
+    LV at ED and ES 0.893 against 0.888).
 
     Args:
       image: ``(X, Y, Z, T)`` (a single frame: ``T = 1``); spacing_mm: ``(3,)`` mm.

@@ -3,7 +3,8 @@
     python -m train.ship --workdir=runs/real/carson --name=carson-acdc-v1
 
 Copies ``WORKDIR/model`` (variables + ``model.json``), ``config.json``, ``metrics.jsonl`` and, when present,
-``WORKDIR/../<task>.log`` (as ``train.log``) into ``deepstrain_jax/assets/models/<task>/``, and writes
+``WORKDIR/../<workdir name>.log`` (as ``train.log``) into ``deepstrain_jax/assets/models/<task>/`` -- and, for a
+run warm-started from another run's ``model/``, that run's config, metrics and log as ``stage1_*`` -- and writes
 ``provenance.json``: the model's ``name``, ``trained_on`` (one line: data, forms, patients, phantoms, steps), the
 training patients and held-out patients by number, and the SHA-256 of its variables -- what ``results.json``
 records under ``models`` for every analysed subject.
@@ -58,9 +59,28 @@ def provenance(workdir: Path, name: str) -> dict:
                                 f"{record['steps']} steps of {record['batch_size']}; no real data")
     else:
         record["trained_on"] = f"ACDC-layout folder {d['root']}; {record['steps']} steps"
+    stage1 = _stage1(config)
+    if stage1 is not None:
+        first = provenance(stage1, name + "-stage1")
+        record["init_from"] = {k: first[k] for k in ("name", "steps", "batch_size", "trained_on", "sha256")}
+        record["trained_on"] += f"; fine-tuned from {first['name']} ({first['trained_on']})"
     variables, _ = load_variables(workdir / "model" if (workdir / "model").is_dir() else workdir)
     record["sha256"] = variables_sha256(variables)
     return record
+
+
+def _stage1(config: dict) -> Path | None:
+    """The training work directory a run was warm-started from (``train.init_from`` naming ``WORKDIR/model``
+    of a run with its ``config.json``), or None (no warm start, or from a shipped model)."""
+    init = config["train"].get("init_from", "")
+    if not init:
+        return None
+    model = Path(init)
+    if not model.is_absolute() and not model.exists():
+        model = Path(__file__).resolve().parents[1] / model
+    if model.name == "model" and (model.parent / "config.json").is_file():
+        return model.parent
+    return None
 
 
 def main(argv):
@@ -76,9 +96,15 @@ def main(argv):
     shutil.copytree(workdir / "model", tmp)
     for f in ("config.json", "metrics.jsonl"):
         shutil.copy2(workdir / f, tmp / f)
-    log = workdir.parent / f"{config['task']}.log"
+    log = workdir.parent / f"{workdir.name}.log"
     if log.is_file():
         shutil.copy2(log, tmp / "train.log")
+    stage1 = _stage1(config)
+    if stage1 is not None:  # the whole history ships: stage 1's config, metrics and log beside the final ones
+        for f in ("config.json", "metrics.jsonl"):
+            shutil.copy2(stage1 / f, tmp / f"stage1_{f}")
+        if (stage1.parent / f"{stage1.name}.log").is_file():
+            shutil.copy2(stage1.parent / f"{stage1.name}.log", tmp / "stage1_train.log")
     atomic.write_text(tmp / "provenance.json", json.dumps(record, indent=1) + "\n")
     old = dest.with_name(f".{dest.name}.old")
     shutil.rmtree(old, ignore_errors=True)
