@@ -25,7 +25,7 @@ def get_config(arg: str = "full"):
     c.ablation_csv = ""  # train/ablation.py's ablation.csv, when the study has been run
     # Real cine-MRI: the held-out ACDC patients (eval.real_data); "" root -> ../shared/data/acdc. previous: a
     # folder with vcn/ and carson/ model folders to show side by side (e.g. the models shipped before).
-    c.real = ml_collections.ConfigDict({"enabled": arg == "full", "root": "", "previous": ""})
+    c.real = ml_collections.ConfigDict({"enabled": arg == "full", "root": "", "previous": "", "previous_note": ""})
     if arg == "smoke":
         small = {"matrix": (112, 112), "pixel_mm": 1.6, "n_slices": 8, "slice_thickness_mm": 8.0,
                  "slice_spacing_mm": 10.0, "supersample_inplane": 2, "supersample_slice": 3}

@@ -199,7 +199,9 @@ def main(argv):
         sections += ["## 5. Real cine-MRI: the held-out ACDC patients", "",
                      f"Patients {', '.join(acdc_real.HELD_OUT)} (never trained on, never used to pick a checkpoint), "
                      "ED and ES segmented as `deepstrain analyze` does and compared with the manual labels "
-                     "(`eval.real_data`).", "", text_real.replace("figures/", "FIGURES/"), ""]
+                     "(`eval.real_data`)." + (f" **previous**: {config.real.previous_note}."
+                                             if config.real.previous_note else ""), "",
+                     text_real.replace("figures/", "FIGURES/"), ""]
     sections.append(f"_Wall time of this report: {(time.perf_counter() - t0) / 60:.1f} min._")
     text = "\n".join(sections) + "\n"
 

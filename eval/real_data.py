@@ -217,7 +217,7 @@ def overlay_png(arrays: dict, title: str) -> bytes:
         lv_slices = np.arange(image.shape[2])
     picks = [int(lv_slices[int(round(q * (lv_slices.size - 1)))]) for q in (0.15, 0.5, 0.85)]
     colours = {1: "tab:blue", 2: "tab:green", 3: "tab:red"}
-    fig, axes = plt.subplots(2, 3, figsize=(9, 6.4))
+    fig, axes = plt.subplots(2, 3, figsize=(9.5, 7.6))
     for k, phase in enumerate(("ED", "ES")):
         for j, z in enumerate(picks):
             ax = axes[k, j]
@@ -313,6 +313,7 @@ flags.DEFINE_string("root", "", "ACDC data folder (default ../shared/data/acdc f
 flags.DEFINE_string("vcn", "", "VCN model (default: shipped).")
 flags.DEFINE_string("carson", "", "CarSON model (default: shipped).")
 flags.DEFINE_string("previous", "", "A folder with vcn/ and carson/ model folders to compare against.")
+flags.DEFINE_string("previous_note", "", "What the --previous models are (written into the report).")
 flags.DEFINE_string("out", "docs/validation_real.md", "Markdown report (figures beside it, JSON next to it).")
 
 
@@ -342,7 +343,8 @@ def main(argv):
               "`h5` form (voxel size unknown: the nominal "
               f"{' x '.join(f'{v:g}' for v in acdc_real.NOMINAL_SPACING_MM)} mm; HD95 and centring errors of those "
               "are in nominal mm). ED and ES are segmented as `deepstrain analyze` does "
-              "(`deepstrain_jax.pipeline.segment_stack`).\n\n")
+              "(`deepstrain_jax.pipeline.segment_stack`)."
+              + (f" **previous**: {FLAGS.previous_note}." if FLAGS.previous_note else "") + "\n\n")
     atomic.write_text(out, header + text)
     atomic.write_text(out.with_suffix(".json"), json.dumps(results, indent=1, sort_keys=True) + "\n")
     print(header + text)
