@@ -303,18 +303,23 @@ def report(model_sets: dict, root, held_out, fig_dir: Path, progress=None) -> tu
                                                         f"({r['group']}, {r['form']}), mean Dice {mean:.3f}"))
         figures.append(f"![{what}]({fig_dir.name}/{fname})")
     text = markdown(results, described)
-    text += "\nContour overlays (" + main + "): best, median and worst held-out patient by mean Dice.\n\n" + \
+    text += "\nContour overlays (" + main + "): best, median and worst held-out patient by mean Dice (images: " \
+        "ACDC, O. Bernard et al., IEEE TMI 37(11):2514-2525, 2018, CC BY-NC-SA 4.0).\n\n" + \
         "\n\n".join(reversed(figures)) + "\n"
     return text, _json(results)
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("root", "", "ACDC data folder (default ../shared/data/acdc from the repository).")
-flags.DEFINE_string("vcn", "", "VCN model (default: shipped).")
-flags.DEFINE_string("carson", "", "CarSON model (default: shipped).")
-flags.DEFINE_string("previous", "", "A folder with vcn/ and carson/ model folders to compare against.")
-flags.DEFINE_string("previous_note", "", "What the --previous models are (written into the report).")
-flags.DEFINE_string("out", "docs/validation_real.md", "Markdown report (figures beside it, JSON next to it).")
+
+
+def _define_flags() -> None:
+    # Only when run as a script: eval.main imports this module and has flags of the same names.
+    flags.DEFINE_string("root", "", "ACDC data folder (default ../shared/data/acdc from the repository).")
+    flags.DEFINE_string("vcn", "", "VCN model (default: shipped).")
+    flags.DEFINE_string("carson", "", "CarSON model (default: shipped).")
+    flags.DEFINE_string("previous", "", "A folder with vcn/ and carson/ model folders to compare against.")
+    flags.DEFINE_string("previous_note", "", "What the --previous models are (written into the report).")
+    flags.DEFINE_string("out", "docs/validation_real.md", "Markdown report (figures beside it, JSON next to it).")
 
 
 def main(argv):
@@ -351,4 +356,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)

@@ -172,3 +172,27 @@ def test_tiny_training_on_real_slices_lowers_the_loss(tmp_path):
               if '"split": "train"' in line]
     assert len(losses) == 6
     assert np.mean(losses[-2:]) < losses[0] - 0.05, losses
+
+
+def test_real_data_evaluation_of_one_held_out_patient():
+    """eval.real_data on one held-out patient: the row's Dice and volumes agree with a direct computation on the
+    arrays it returns, and eval.main can import it (no clashing flags)."""
+    import eval.main  # noqa: F401  (imports eval.real_data's module-level names beside its own flags)
+    from deepstrain_jax.analysis.networks import Networks
+    from eval import real_data
+
+    refs = real_data.held_out_refs(ROOT, ar.HELD_OUT)
+    assert [r.number for r in refs] == list(ar.HELD_OUT)
+    assert [r.form for r in refs[:3]] == ["labelled"] * 3 and all(r.form == "h5" for r in refs[3:])
+    rows, arrays = real_data.run(Networks.load(), [refs[1]])       # patient007, full view, scan voxel size
+    row, arr = rows[0], arrays["patient007"]
+    for k, phase in enumerate(("ed", "es")):
+        a, m = arr["auto"][..., k] == 2, arr["manual"][..., k] == 2
+        assert row[f"dice_myo_{phase}"] == pytest.approx(2 * (a & m).sum() / (a.sum() + m.sum()))
+    voxel_ml = np.prod(ar.read_case(refs[1]).spacing_mm) / 1000.0
+    assert row["manual_ed"]["lv"] == pytest.approx((arr["manual"][..., 0] == 3).sum() * voxel_ml)
+    assert row["manual_lv_ef"] == pytest.approx(
+        100 * (1 - (arr["manual"][..., 1] == 3).sum() / (arr["manual"][..., 0] == 3).sum()))
+    assert 0 <= row["centre_error_mm"] < 20 and row["spacing_known"]
+    text = real_data.markdown({"current": {"rows": rows, "summary": real_data.summary(rows)}}, {"current": "x"})
+    assert "patient007" in text and "must reach" in text
