@@ -4,7 +4,8 @@
 
 Copies ``WORKDIR/model`` (variables + ``model.json``), ``config.json``, ``metrics.jsonl`` and, when present,
 ``WORKDIR/../<workdir name>.log`` (as ``train.log``) into ``deepstrain_jax/assets/models/<task>/`` -- and, for a
-run warm-started from another run's ``model/``, that run's config, metrics and log as ``stage1_*`` -- and writes
+run warm-started from another run's ``model/``, the config, metrics and log of every earlier stage as
+``stage{k}_*`` -- and writes
 ``provenance.json``: the model's ``name``, ``trained_on`` (one line: data, forms, patients, phantoms, steps), the
 training patients and held-out patients by number, and the SHA-256 of its variables -- what ``results.json``
 records under ``models`` for every analysed subject.
@@ -99,12 +100,16 @@ def main(argv):
     log = workdir.parent / f"{workdir.name}.log"
     if log.is_file():
         shutil.copy2(log, tmp / "train.log")
-    stage1 = _stage1(config)
-    if stage1 is not None:  # the whole history ships: stage 1's config, metrics and log beside the final ones
+    # The whole history ships: each earlier stage's config, metrics and log as stage{k}_* (1 = the first run).
+    chain, cfg = [], config
+    while (earlier := _stage1(cfg)) is not None:
+        chain.append(earlier)
+        cfg = json.loads((earlier / "config.json").read_text())
+    for k, stage in enumerate(reversed(chain), start=1):
         for f in ("config.json", "metrics.jsonl"):
-            shutil.copy2(stage1 / f, tmp / f"stage1_{f}")
-        if (stage1.parent / f"{stage1.name}.log").is_file():
-            shutil.copy2(stage1.parent / f"{stage1.name}.log", tmp / "stage1_train.log")
+            shutil.copy2(stage / f, tmp / f"stage{k}_{f}")
+        if (stage.parent / f"{stage.name}.log").is_file():
+            shutil.copy2(stage.parent / f"{stage.name}.log", tmp / f"stage{k}_train.log")
     atomic.write_text(tmp / "provenance.json", json.dumps(record, indent=1) + "\n")
     old = dest.with_name(f".{dest.name}.old")
     shutil.rmtree(old, ignore_errors=True)
