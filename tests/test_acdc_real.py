@@ -176,10 +176,13 @@ def test_tiny_training_on_real_slices_lowers_the_loss(tmp_path):
 
 def test_real_data_evaluation_of_one_held_out_patient():
     """eval.real_data on one held-out patient: the row's Dice and volumes agree with a direct computation on the
-    arrays it returns, and eval.main can import it (no clashing flags)."""
-    import eval.main  # noqa: F401  (imports eval.real_data's module-level names beside its own flags)
+    arrays it returns; importing it defines no absl flags (eval.main imports it beside flags of the same names)."""
+    from absl import flags
+
     from deepstrain_jax.analysis.networks import Networks
     from eval import real_data
+
+    assert not {"previous", "previous_note", "carson", "vcn"} & set(flags.FLAGS)
 
     refs = real_data.held_out_refs(ROOT, ar.HELD_OUT)
     assert [r.number for r in refs] == list(ar.HELD_OUT)
