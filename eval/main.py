@@ -138,7 +138,8 @@ def main(argv):
         "",
         f"Regenerate: `python -m eval.main --config=configs/eval.py:{config.variant} --workdir=runs/eval"
         f"{' --out=' + FLAGS.out if FLAGS.out else ''}"
-        f"{' --config.ablation_csv=' + config.ablation_csv if config.ablation_csv else ''}`. Models: "
+        f"{' --config.ablation_csv=' + config.ablation_csv if config.ablation_csv else ''}"
+        f"{' --config.real.previous=OLD_MODELS' if config.real.enabled and config.real.previous else ''}`. Models: "
         + ", ".join(f"{k} {v['source']} ({v['family']}, gf {v['gf']})" for k, v in networks.describe().items() if v)
         + ".",
         "",
