@@ -226,20 +226,20 @@ def segment_stack(image, spacing_mm, *, networks: Networks, ed: int = 0, inplane
       :class:`StackSegmentation`.
     """
     image = np.asarray(image)
+    spacing_mm = np.asarray(spacing_mm, np.float64)
     if image.ndim != 4:
         raise ValueError(f"image must be (X, Y, Z, T), got shape {image.shape}")
     if centre not in ("vcn", "fov"):
         raise ValueError(f"centre must be 'vcn' or 'fov', got {centre!r}")
     plan, crop, centre_vox, centre_source, window = _network_window(
-        image, np.asarray(spacing_mm, np.float64), ed, networks, inplane_mm=inplane_mm, align=align,
+        image, spacing_mm, ed, networks, inplane_mm=inplane_mm, align=align,
         use_vcn=centre == "vcn" and networks.vcn is not None)
     raw = np.ascontiguousarray(np.moveaxis(window, 3, 0))
     probs = np.stack([networks.segment_frame(raw[t]) for t in range(raw.shape[0])])
     seg_net = np.stack([grids.keep_heart_component(p.argmax(-1).astype(np.uint8)) for p in probs])
     if native_slices and align == "centre":
         # In-plane only: the slice axis is kept (ratio 1, offset 0), the crop is the same in-plane window.
-        plan2 = pp.plan_resampling(image.shape[:3], np.asarray(spacing_mm, np.float64), inplane_mm=inplane_mm,
-                                   n_slices=None, align=align)
+        plan2 = pp.plan_resampling(image.shape[:3], spacing_mm, inplane_mm=inplane_mm, n_slices=None, align=align)
         window2 = np.moveaxis(resample_window(image, plan2, crop, 1), 3, 0)
         native = np.stack([grids.keep_heart_component(grids.labels_to_native(networks.segment_frame(w), plan2, crop))
                            for w in window2], axis=-1)

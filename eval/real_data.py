@@ -113,9 +113,8 @@ def _pct(auto, manual) -> float:
 
 
 def agreement(rows) -> dict:
-    """Bias, SD and limits of agreement: volumes and mass in percent, EF in points."""
-    from deepstrain_jax.metrics import agreement as ag
-
+    """Bias, SD and limits of agreement: volumes and mass in percent of the manual value (not of the pair mean,
+    as ``metrics.agreement.bland_altman(percent=True)``), EF in points."""
     out = {}
     quantities = {
         "LV EDV (%)": [_pct(r["auto_ed"]["lv"], r["manual_ed"]["lv"]) for r in rows],
@@ -134,7 +133,6 @@ def agreement(rows) -> dict:
                                                                     float(d.mean() + 1.96 * sd)), "n": int(d.size)}
         else:
             out[name] = {"bias": float("nan"), "sd": float("nan"), "loa": (float("nan"),) * 2, "n": int(d.size)}
-    del ag
     return out
 
 

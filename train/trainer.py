@@ -46,10 +46,7 @@ def make_pools(config, workdir: Path):
     val_cfg = cfg._replace(centre_jitter_mm=0.0)
     cache = Path(d.cache_dir) if d.cache_dir else workdir / "data_cache"
     if d.source == "phantom":
-        kwargs = {"model": d.phantom_model, "snr": tuple(d.snr)}
-        if d.n_frames:
-            kwargs["n_frames"] = d.n_frames
-        kwargs.update(dict(config.data.get("acquisition", {})))
+        kwargs = _phantom_kwargs(config, d.phantom_model)
         train = pools.PhantomPool(config.seed, d.pool_size, cfg=cfg, phenotypes=tuple(d.phenotypes),
                                   cache_dir=cache, cache_mb=d.cache_mb, **kwargs)
         val = pools.PhantomPool(d.val_seed, d.val_size, cfg=val_cfg, phenotypes=tuple(d.phenotypes),
@@ -64,6 +61,16 @@ def make_pools(config, workdir: Path):
     if d.source == "mixture":
         return make_mixture_pools(config, cfg, val_cfg, cache)
     raise ValueError(f"config.data.source must be 'phantom', 'acdc' or 'mixture', got {d.source!r}")
+
+
+def _phantom_kwargs(config, model: str) -> dict:
+    """``dataset.make_case`` settings of a phantom pool of geometry ``model`` from ``config.data``."""
+    d = config.data
+    kwargs = {"model": model, "snr": tuple(d.snr)}
+    if d.n_frames:
+        kwargs["n_frames"] = d.n_frames
+    kwargs.update(dict(d.get("acquisition", {})))
+    return kwargs
 
 
 def real_root(config) -> Path:
@@ -100,10 +107,7 @@ def make_mixture_pools(config, cfg, val_cfg, cache):
                                           cache_dir=cache, cache_mb=d.cache_mb))
         repeats.append(int(d.real.repeat))
     for model in d.phantom_models:
-        kwargs = {"model": model, "snr": tuple(d.snr)}
-        if d.n_frames:
-            kwargs["n_frames"] = d.n_frames
-        kwargs.update(dict(config.data.get("acquisition", {})))
+        kwargs = _phantom_kwargs(config, model)
         members.append(pools.PhantomPool(config.seed, d.pool_size, cfg=cfg, phenotypes=tuple(d.phenotypes),
                                          cache_dir=cache, cache_mb=d.cache_mb, **kwargs))
         repeats.append(1)

@@ -97,6 +97,16 @@ def subject_from_arrays(d) -> sj.Subject:
     return sj.Subject(**fields)
 
 
+def _check_index(i, n: int) -> int:
+    """Subject index ``i`` of a pool of ``n`` (negative from the end) as a plain int; TypeError / IndexError."""
+    if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
+        raise TypeError(f"subject index must be an integer, got {i!r}")
+    i = int(i) + n if i < 0 else int(i)
+    if not 0 <= i < n:
+        raise IndexError(f"subject {i} outside [0, {n})")
+    return i
+
+
 class CachedPool:
     """Shared machinery: ``__getitem__`` through the memory LRU, then the disk cache, then :meth:`_build`.
 
@@ -146,13 +156,7 @@ class CachedPool:
                 total -= _nbytes(old)
 
     def _check_index(self, i) -> int:
-        if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
-            raise TypeError(f"subject index must be an integer, got {i!r}")
-        n = len(self)
-        i = int(i) + n if i < 0 else int(i)
-        if not 0 <= i < n:
-            raise IndexError(f"subject {i} outside [0, {n})")
-        return i
+        return _check_index(i, len(self))
 
     def __getitem__(self, i) -> sj.Subject:
         i = self._check_index(i)
@@ -420,12 +424,7 @@ class MixturePool:
 
     def locate(self, i: int) -> tuple[int, int]:
         """``(pool, index in that pool)`` of mixture subject ``i``."""
-        n = len(self)
-        if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
-            raise TypeError(f"subject index must be an integer, got {i!r}")
-        i = int(i) + n if i < 0 else int(i)
-        if not 0 <= i < n:
-            raise IndexError(f"subject {i} outside [0, {n})")
+        i = _check_index(i, len(self))
         k = int(np.searchsorted(self._bounds, i, side="right"))
         start = 0 if k == 0 else int(self._bounds[k - 1])
         return k, (i - start) % len(self.pools[k])
