@@ -161,3 +161,40 @@ def test_learning_rate_decay_is_piecewise_constant():
     np.testing.assert_allclose(steps[2:], [-3e-4, -3e-4], rtol=1e-4)
     plain = make_optimizer(ml_collections.ConfigDict({"lr": 1e-3, "b1": 0.9, "b2": 0.999}))
     assert isinstance(plain, optax.GradientTransformation)
+
+
+def test_training_resumes_past_a_damaged_checkpoint_and_logs_each_step_once(tmp_path, capfd, caplog):
+    from test_checkpoint_faults import CORRUPTIONS
+
+    cache = tmp_path / "cache"
+
+    def config(steps):
+        c = _smoke("vcn", cache, steps)
+        c.train.ckpt_every, c.train.keep = 1, 5
+        return c
+
+    trainer.train_and_evaluate(config(4), tmp_path / "full")
+    trainer.train_and_evaluate(config(3), tmp_path / "hit")
+    CORRUPTIONS["array data changed"](tmp_path / "hit" / "checkpoints" / "3")
+    with open(tmp_path / "hit" / "metrics.jsonl", "a") as f:
+        f.write('{"step": 3, "split": "tra')  # a kill in mid-line
+    trainer.train_and_evaluate(config(4), tmp_path / "hit")  # resumes at 2, not at the damaged 3
+    assert "resumed from step 2" in capfd.readouterr().err
+    assert "checkpoint step 3" in caplog.text and "is damaged" in caplog.text
+
+    a, _, _ = _latest_state(tmp_path / "full", config(4))
+    b, _, _ = _latest_state(tmp_path / "hit", config(4))
+    chex.assert_trees_all_equal(jax.device_get(a), jax.device_get(b))
+    records = [json.loads(line) for line in (tmp_path / "hit" / "metrics.jsonl").read_text().splitlines()]
+    train_steps = [r["step"] for r in records if r["split"] == "train"]
+    assert train_steps == [1, 2, 3, 4]
+    assert [r["step"] for r in records if r["split"] == "val"] == [2, 4]
+
+
+def test_truncate_log_keeps_records_up_to_the_restored_step(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    lines = [json.dumps({"step": k, "split": "train"}) for k in (1, 2, 3, 4)] + ['{"step": 5, "spl']
+    path.write_text("\n".join(lines))
+    assert trainer.truncate_log(path, 2) == 3
+    assert [json.loads(x)["step"] for x in path.read_text().splitlines()] == [1, 2]
+    assert trainer.truncate_log(tmp_path / "absent.jsonl", 2) == 0

@@ -5,6 +5,8 @@ same ``--workdir`` resumes from its latest checkpoint. Multi-host: set ``--multi
 ``jax.distributed.initialize()`` before anything else touches JAX).
 """
 
+import sys
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -28,9 +30,14 @@ def main(argv):
         import jax
 
         jax.distributed.initialize()
+    from deepstrain_jax.errors import InputError
     from train import trainer
 
-    trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    try:
+        trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    except InputError as e:  # e.g. every checkpoint of the workdir damaged: one line, exit 2
+        print(f"train.main: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

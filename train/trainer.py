@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import json
 import math
 import sys
@@ -151,6 +152,28 @@ def num_steps(config, train_pool) -> int:
     return int(t.steps)
 
 
+def truncate_log(path: Path, step: int) -> int:
+    """Keep the records of ``metrics.jsonl`` up to ``step`` (the restored checkpoint), in place and atomically.
+
+    A run killed after its last checkpoint logged steps that the resumed run logs again; a kill mid-write can
+    leave a broken last line. Both go. Returns the number of lines removed.
+    """
+    if not path.is_file():
+        return 0
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and int(record.get("step", 0)) <= step:
+            kept.append(line)
+    if len(kept) != len(lines):
+        atomic.write_text(path, "".join(k + "\n" for k in kept))
+    return len(lines) - len(kept)
+
+
 class _Log:
     def __init__(self, path: Path):
         self.file = open(path, "a", encoding="utf-8")
@@ -221,89 +244,96 @@ def train_and_evaluate(config, workdir) -> dict:
 
     ckpt = checkpointing.Checkpointer(workdir, every=config.train.ckpt_every, keep=config.train.keep,
                                       best_metric=config.train.best_metric or None, best_mode=config.train.best_mode)
-    start = 0
-    if ckpt.latest_step() is not None:
-        state, _, _ = ckpt.restore(state)
-        start = int(state.step)
-        print(f"resumed from step {start} in {workdir}", file=sys.stderr)
-    elif config.train.get("init_from", ""):
-        state = warm_start(state, config.train.init_from)
-        print(f"initialised from {config.train.init_from}", file=sys.stderr)
-    state = parallel.replicate(state, plan)
-    log = _Log(workdir / "metrics.jsonl")
+    # Released on every exit, a failure included: the checkpoint managers (Orbax threads, open files), the log
+    # and the loader threads.
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(ckpt.close)
+        start = 0
+        if ckpt.latest_step() is not None:
+            # The newest intact checkpoint; damaged ones are logged and moved to workdir/damaged/.
+            state, _, _ = ckpt.restore(state)
+            start = int(state.step)
+            print(f"resumed from step {start} in {workdir}", file=sys.stderr)
+        elif config.train.get("init_from", ""):
+            state = warm_start(state, config.train.init_from)
+            print(f"initialised from {config.train.init_from}", file=sys.stderr)
+        # Steps logged after the restored checkpoint by the run that was killed are replayed: drop them.
+        truncate_log(workdir / "metrics.jsonl", start)
+        state = parallel.replicate(state, plan)
+        log = _Log(workdir / "metrics.jsonl")
+        cleanup.callback(log.close)
 
-    def evaluate(state, step: int) -> dict:
-        sums = [parallel.unreplicate(eval_step(state, parallel.shard_batch(_device_batch(sample_val(val_pool, i)),
-                                                                             plan)), plan)
-                for i in range(config.train.eval_batches)]
-        result = _derived(step_lib.combine_metric_sums(jax.device_get(sums)))
-        log.write({"step": step, "split": "val", **result})
-        print(f"step {step}: val " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(result.items())),
-              file=sys.stderr)
-        return result
+        def evaluate(state, step: int) -> dict:
+            batches_ = (parallel.shard_batch(_device_batch(sample_val(val_pool, i)), plan)
+                        for i in range(config.train.eval_batches))
+            sums = [parallel.unreplicate(eval_step(state, b), plan) for b in batches_]
+            result = _derived(step_lib.combine_metric_sums(jax.device_get(sums)))
+            log.write({"step": step, "split": "val", **result})
+            print(f"step {step}: val " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(result.items())),
+                  file=sys.stderr)
+            return result
 
-    if config.data.prefetch_subjects and hasattr(train_pool, "prefetch"):
-        train_pool.prefetch(workers=config.data.prefetch_workers)
-        val_pool.prefetch(workers=config.data.prefetch_workers)
+        if config.data.prefetch_subjects and hasattr(train_pool, "prefetch"):
+            train_pool.prefetch(workers=config.data.prefetch_workers)
+            val_pool.prefetch(workers=config.data.prefetch_workers)
 
-    # --- The loop. Host batches are prepared ``data.loader_threads`` steps ahead in threads (numpy and
-    # scipy release the GIL); each is a pure function of (seed, step), so the order of completion is moot. ---
-    last_eval: dict = {}
-    t0, t_last, s_last = time.time(), time.time(), start
-    budget_s = 60.0 * config.train.max_minutes if config.train.max_minutes else math.inf
-    ahead = max(1, int(config.data.loader_threads))
-    executor = concurrent.futures.ThreadPoolExecutor(max_workers=ahead)
-    upcoming = collections.deque(executor.submit(sample_train, train_pool, k)
-                                 for k in range(start, min(start + ahead, total)))
-    for step in range(start, total):
-        host_batch = upcoming.popleft().result()
-        if step + ahead < total:
-            upcoming.append(executor.submit(sample_train, train_pool, step + ahead))
-        batch = parallel.shard_batch(_device_batch(host_batch), plan)
-        state, metrics = train_step(state, batch)
-        done = step + 1
-        out_of_time = time.time() - t0 > budget_s
-        if out_of_time:
-            total = done  # stop here: log, evaluate, save and export as at the planned end
+        # --- The loop. Host batches are prepared ``data.loader_threads`` steps ahead in threads (numpy and
+        # scipy release the GIL); each is a pure function of (seed, step), so the order of completion is moot. ---
+        last_eval: dict = {}
+        t0, t_last, s_last = time.time(), time.time(), start
+        budget_s = 60.0 * config.train.max_minutes if config.train.max_minutes else math.inf
+        ahead = max(1, int(config.data.loader_threads))
+        executor = concurrent.futures.ThreadPoolExecutor(max_workers=ahead)
+        # On failure, queued batches are cancelled rather than computed for nothing.
+        cleanup.callback(executor.shutdown, wait=True, cancel_futures=True)
+        upcoming = collections.deque(executor.submit(sample_train, train_pool, k)
+                                     for k in range(start, min(start + ahead, total)))
+        for step in range(start, total):
+            host_batch = upcoming.popleft().result()
+            if step + ahead < total:
+                upcoming.append(executor.submit(sample_train, train_pool, step + ahead))
+            batch = parallel.shard_batch(_device_batch(host_batch), plan)
+            state, metrics = train_step(state, batch)
+            done = step + 1
+            out_of_time = time.time() - t0 > budget_s
+            if out_of_time:
+                total = done  # stop here: log, evaluate, save and export as at the planned end
 
-        if done % config.train.log_every == 0 or done == total:
-            metrics = jax.device_get(parallel.unreplicate(metrics, plan))
-            loss = float(metrics["loss"])
-            if not math.isfinite(loss):
-                log.write({"step": done, "split": "train", "error": "non-finite loss"})
-                raise FloatingPointError(f"non-finite loss {loss} at step {done}; stopping (last good checkpoint: "
-                                         f"{ckpt.latest_step()})")
-            now = time.time()
-            rate = (done - s_last) / max(now - t_last, 1e-9)
-            t_last, s_last = now, done
-            log.write({"step": done, "split": "train", "steps_per_s": rate,
-                       **{k: float(v) for k, v in metrics.items()}})
-            eta = (total - done) / max(rate, 1e-9)
-            print(f"step {done}/{total} loss={loss:.4f} {rate:.2f} steps/s ETA {eta / 60:.1f} min",
-                  file=sys.stderr, flush=True)
+            if done % config.train.log_every == 0 or done == total:
+                metrics = jax.device_get(parallel.unreplicate(metrics, plan))
+                loss = float(metrics["loss"])
+                if not math.isfinite(loss):
+                    log.write({"step": done, "split": "train", "error": "non-finite loss"})
+                    raise FloatingPointError(f"non-finite loss {loss} at step {done}; stopping (last good checkpoint: "
+                                             f"{ckpt.latest_step()})")
+                now = time.time()
+                rate = (done - s_last) / max(now - t_last, 1e-9)
+                t_last, s_last = now, done
+                log.write({"step": done, "split": "train", "steps_per_s": rate,
+                           **{k: float(v) for k, v in metrics.items()}})
+                eta = (total - done) / max(rate, 1e-9)
+                print(f"step {done}/{total} loss={loss:.4f} {rate:.2f} steps/s ETA {eta / 60:.1f} min",
+                      file=sys.stderr, flush=True)
 
-        if done % config.train.eval_every == 0 or done == total:
-            last_eval = evaluate(state, done)
-            ckpt.save_best(done, parallel.unreplicate(state, plan), last_eval, config_dict)
-        ckpt.maybe_save(done, parallel.unreplicate(state, plan), config_dict, {"data_position": done},
-                        force=done == total)
-        if out_of_time:
-            print(f"time budget of {config.train.max_minutes} min reached at step {done}", file=sys.stderr)
-            break
-    executor.shutdown(wait=True, cancel_futures=True)
+            if done % config.train.eval_every == 0 or done == total:
+                last_eval = evaluate(state, done)
+                ckpt.save_best(done, parallel.unreplicate(state, plan), last_eval, config_dict)
+            ckpt.maybe_save(done, parallel.unreplicate(state, plan), config_dict, {"data_position": done},
+                            force=done == total)
+            if out_of_time:
+                print(f"time budget of {config.train.max_minutes} min reached at step {done}", file=sys.stderr)
+                break
 
-    # --- Export the best state (or the final one) as the model to ship. ---
-    final = parallel.unreplicate(state, plan)
-    best = final
-    if config.train.best_metric:
-        try:
-            best, _, _ = ckpt.restore(final, best=True)
-        except (FileNotFoundError, ValueError):
-            best = final
-    arch = models.architecture({**dict(config.model), "bn_axis_name": None})
-    checkpointing.save_variables(workdir / "model", jax.device_get(state_lib.variables(best)), arch)
-    ckpt.close()
-    log.close()
+        # --- Export the best state (or the final one) as the model to ship. ---
+        final = parallel.unreplicate(state, plan)
+        best = final
+        if config.train.best_metric:
+            try:
+                best, _, _ = ckpt.restore(final, best=True)
+            except (FileNotFoundError, ValueError):
+                best = final
+        arch = models.architecture({**dict(config.model), "bn_axis_name": None})
+        checkpointing.save_variables(workdir / "model", jax.device_get(state_lib.variables(best)), arch)
     print(f"done: {total} steps in {(time.time() - t0) / 60:.1f} min; model in {workdir / 'model'}",
           file=sys.stderr)
     return last_eval

@@ -56,18 +56,10 @@ class Network:
 
 def variables_sha256(variables) -> str:
     """SHA-256 of a variable tree: every leaf's path, dtype, shape and bytes in path order (the model's identity:
-    equal hashes, equal outputs)."""
-    import hashlib
+    equal hashes, equal outputs). Same as :func:`deepstrain_jax.training.checkpointing.tree_sha256`."""
+    from deepstrain_jax.training.checkpointing import tree_sha256
 
-    import jax
-
-    h = hashlib.sha256()
-    leaves = jax.tree_util.tree_flatten_with_path(variables)[0]
-    for path, leaf in sorted(leaves, key=lambda kv: jax.tree_util.keystr(kv[0])):
-        a = np.ascontiguousarray(np.asarray(leaf))
-        h.update(f"{jax.tree_util.keystr(path)}|{a.dtype.str}|{a.shape}|".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
+    return tree_sha256(variables)
 
 
 def read_provenance(folder) -> dict:

@@ -9,12 +9,22 @@ Two uses:
   small JSON of extra metadata. Restoring gives back the identical state, so a resumed run replays exactly.
 * **Model variables** (:func:`save_variables`, :func:`load_variables`): ``{"params", "batch_stats"}`` plus a
   JSON description of the architecture, for converted Keras weights and the shipped default models.
+
+Every restore is verified: a checkpoint records the SHA-256 of its state (:func:`tree_sha256`) in its metadata
+and a model folder in ``variables.sha256``, and what is read back must match. A damaged latest training
+checkpoint (a file truncated or missing, metadata that does not parse, an item gone, bytes changed) is reported
+with its step and path, moved to ``workdir/damaged/`` (kept for inspection, out of Orbax's way) and the newest
+intact one is restored instead; when none is intact the error says so. A damaged model folder raises
+:class:`~deepstrain_jax.errors.InputError` naming the file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +33,28 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from deepstrain_jax.errors import InputError
+
+_log = logging.getLogger(__name__)
+_HASH_KEY = "_state_sha256"  # kept in a checkpoint's meta item; removed from the meta handed back
+
+
+def tree_sha256(tree: Any) -> str:
+    """SHA-256 of a pytree of arrays: every leaf's path, dtype, shape and bytes in path order (equal hashes,
+    equal trees; typed PRNG keys hashed through their key data)."""
+    h = hashlib.sha256()
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    for path, leaf in sorted(leaves, key=lambda kv: jax.tree_util.keystr(kv[0])):
+        if jax.dtypes.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key):
+            leaf = jax.random.key_data(leaf)
+        a = np.ascontiguousarray(np.asarray(leaf))
+        h.update(f"{jax.tree_util.keystr(path)}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _reason(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return f"{type(e).__name__}: {text[:300]}"
 
 
 def _abstract(tree: Any) -> Any:
@@ -43,8 +75,9 @@ class Checkpointer:
         self.workdir = Path(workdir).absolute()
         self.every = int(every)
         self.best_metric = best_metric
-        self._latest = ocp.CheckpointManager(
-            self.workdir / "checkpoints", options=_options(max_to_keep=keep, save_interval_steps=1))
+        self.damaged: list[tuple[int, str, str]] = []  # (step, path, reason) set aside by restore()
+        self._latest_options = _options(max_to_keep=keep, save_interval_steps=1)
+        self._latest = ocp.CheckpointManager(self.workdir / "checkpoints", options=self._latest_options)
         self._best = None
         if best_metric is not None:
             self._best = ocp.CheckpointManager(
@@ -57,8 +90,9 @@ class Checkpointer:
         if restore:
             return ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(state)),
                                       config=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore())
+        meta = {**(meta or {}), _HASH_KEY: tree_sha256(jax.device_get(state))}
         return ocp.args.Composite(state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(config or {}),
-                                  meta=ocp.args.JsonSave(meta or {}))
+                                  meta=ocp.args.JsonSave(meta))
 
     def latest_step(self) -> int | None:
         return self._latest.latest_step()
@@ -81,15 +115,64 @@ class Checkpointer:
                         metrics={k: float(v) for k, v in metrics.items()}, force=True)
 
     def restore(self, like_state, step: int | None = None, *, best: bool = False):
-        """Restore ``(state, config, meta)`` at ``step`` (default: the latest) shaped like ``like_state``."""
+        """Restore ``(state, config, meta)`` shaped like ``like_state``, verified against the saved hash.
+
+        ``step=None``: the newest intact latest-K checkpoint; damaged ones on the way are logged, moved to
+        ``workdir/damaged/`` and skipped (:attr:`damaged` lists them). An explicit ``step`` or ``best=True``
+        restores that one or raises. Raises FileNotFoundError when there is no checkpoint and InputError when
+        the requested one, or every one, is damaged.
+        """
         manager = self._best if best else self._latest
         if manager is None:
             raise ValueError("no best-checkpoint manager configured")
-        step = manager.best_step() if best else (manager.latest_step() if step is None else step)
-        if step is None:
+        if best or step is not None:
+            step = manager.best_step() if best else step
+            if step is None or step not in manager.all_steps():
+                raise FileNotFoundError(f"{manager.directory}: no checkpoint {'' if step is None else step} "
+                                        "to restore".replace("  ", " "))
+            try:
+                return self._restore_verified(manager, step, like_state)
+            except Exception as e:  # noqa: BLE001 - any failure to read it back means it is damaged
+                raise InputError(f"checkpoint step {step} is damaged ({_reason(e)})",
+                                 Path(manager.directory) / str(step)) from None
+        steps = sorted(manager.all_steps(), reverse=True)
+        if not steps:
             raise FileNotFoundError(f"{manager.directory}: no checkpoint to restore")
+        for k in steps:
+            try:
+                return self._restore_verified(manager, k, like_state)
+            except Exception as e:  # noqa: BLE001 - see above
+                where = Path(manager.directory) / str(k)
+                _log.warning("checkpoint step %d at %s is damaged (%s); %s", k, where, _reason(e),
+                             "trying the previous one" if k != steps[-1] else "no older checkpoint")
+                self.damaged.append((k, str(where), _reason(e)))
+                self._set_aside(where)
+        raise InputError(f"no intact checkpoint to resume from: steps {steps} are all damaged (moved to "
+                         f"{self.workdir / 'damaged'}); remove them to start afresh", self.workdir)
+
+    def _restore_verified(self, manager, step: int, like_state):
+        # Orbax only logs a checkpoint metadata file that does not parse; here it makes the checkpoint damaged.
+        info = Path(manager.directory) / str(step) / "_CHECKPOINT_METADATA"
+        if info.is_file():
+            json.loads(info.read_text(encoding="utf-8"))
         out = manager.restore(step, args=self._args(like_state, None, None, restore=True))
-        return out["state"], out["config"], out["meta"]
+        state, config, meta = out["state"], out["config"], dict(out["meta"])
+        expected = meta.pop(_HASH_KEY, None)
+        if expected is not None and tree_sha256(jax.device_get(state)) != expected:
+            raise ValueError("the restored state does not match the SHA-256 recorded when it was saved")
+        if int(np.asarray(jax.device_get(state.step) if hasattr(state, "step") else step)) != step:
+            raise ValueError(f"the restored state holds step {int(state.step)}")
+        return state, config, meta
+
+    def _set_aside(self, where: Path) -> None:
+        """Move a damaged checkpoint folder to ``workdir/damaged/`` and make the manager forget it."""
+        target = self.workdir / "damaged" / f"{where.parent.name}_{where.name}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(where, target)
+        self._latest.close()
+        self._latest = ocp.CheckpointManager(self.workdir / "checkpoints", options=self._latest_options)
 
     def close(self) -> None:
         self._latest.wait_until_finished()
@@ -101,30 +184,69 @@ class Checkpointer:
 
 _VARIABLES = "variables"
 _MODEL_JSON = "model.json"
+_CHECKSUM = "variables.sha256"
 
 
 def save_variables(directory: str | os.PathLike, variables: dict, model_config: dict) -> Path:
-    """Write ``{"params", "batch_stats"}`` as an Orbax checkpoint plus ``model.json`` (the architecture).
+    """Write ``{"params", "batch_stats"}`` as an Orbax checkpoint plus ``model.json`` (the architecture) and
+    ``variables.sha256`` (:func:`tree_sha256` of the variables, checked by :func:`load_variables`).
 
     The folder appears complete or not at all: it is written under a temporary name and renamed.
     """
     from deepstrain_jax.io.atomic import atomic_directory
 
     directory = Path(directory).absolute()
+    variables = jax.tree_util.tree_map(np.asarray, variables)
     with atomic_directory(directory) as tmp:
         checkpointer = ocp.StandardCheckpointer()
-        checkpointer.save(tmp / _VARIABLES, jax.tree_util.tree_map(np.asarray, variables))
+        checkpointer.save(tmp / _VARIABLES, variables)
         checkpointer.wait_until_finished()
         (tmp / _MODEL_JSON).write_text(json.dumps(model_config, indent=2, sort_keys=True))
+        (tmp / _CHECKSUM).write_text(tree_sha256(variables) + "\n")
     return directory
 
 
+def _expected_sha256(directory: Path) -> tuple[str | None, Path | None]:
+    """The variables' recorded hash: ``variables.sha256``, else ``provenance.json``'s ``sha256``, else none."""
+    if (directory / _CHECKSUM).is_file():
+        return (directory / _CHECKSUM).read_text().strip(), directory / _CHECKSUM
+    prov = directory / "provenance.json"
+    if prov.is_file():
+        try:
+            digest = json.loads(prov.read_text(encoding="utf-8")).get("sha256")
+        except (ValueError, AttributeError):
+            raise InputError("damaged model folder: provenance.json is not a JSON object", prov) from None
+        if digest:
+            return str(digest), prov
+    return None, None
+
+
 def load_variables(directory: str | os.PathLike) -> tuple[dict, dict]:
-    """Read a folder written by :func:`save_variables`: ``(variables, model_config)`` as numpy arrays."""
+    """Read a folder written by :func:`save_variables`: ``(variables, model_config)`` as numpy arrays.
+
+    Verified: ``model.json`` must parse, the variables must read back whole and match the recorded SHA-256
+    (``variables.sha256``, or a shipped model's ``provenance.json``). Raises InputError naming the file.
+    """
     directory = Path(directory).absolute()
     if not (directory / _MODEL_JSON).is_file() or not (directory / _VARIABLES).is_dir():
         raise InputError(f"not a deepstrain-jax model folder (expected {_MODEL_JSON} and {_VARIABLES}/)",
                          directory)
-    model_config = json.loads((directory / _MODEL_JSON).read_text())
-    variables = ocp.StandardCheckpointer().restore(directory / _VARIABLES)
+    try:
+        model_config = json.loads((directory / _MODEL_JSON).read_text())
+        if not isinstance(model_config, dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InputError(f"damaged model folder: {_MODEL_JSON} does not parse ({_reason(e)})",
+                         directory / _MODEL_JSON) from None
+    try:
+        variables = ocp.StandardCheckpointer().restore(directory / _VARIABLES)
+    except Exception as e:  # noqa: BLE001 - Orbax/TensorStore raise many types for a damaged checkpoint
+        raise InputError(f"damaged model folder: the variables cannot be read ({_reason(e)})",
+                         directory / _VARIABLES) from None
+    if not isinstance(variables, dict) or "params" not in variables:
+        raise InputError("damaged model folder: the variables hold no 'params'", directory / _VARIABLES)
+    expected, source = _expected_sha256(directory)
+    if expected is not None and tree_sha256(variables) != expected:
+        raise InputError(f"damaged model folder: the variables do not match the SHA-256 in {source.name}",
+                         directory / _VARIABLES)
     return variables, model_config
