@@ -23,7 +23,9 @@ are from ED).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import os
 from pathlib import Path
 
@@ -32,12 +34,13 @@ import numpy as np
 from deepstrain_jax.analysis import grids
 from deepstrain_jax.analysis import inputs as inp
 from deepstrain_jax.analysis import qc
-from deepstrain_jax.analysis.networks import Networks
+from deepstrain_jax.analysis.networks import Networks, check_networks
 from deepstrain_jax.data import preprocessing as pp
 from deepstrain_jax.data.subjects import make_vcn_input, resample_window
-from deepstrain_jax.errors import InputError
+from deepstrain_jax.errors import InputError, check_type
 
 SLICE_ORDERS = ("auto", "base_to_apex", "apex_to_base")
+DISPLACEMENT_GRIDS = ("network", "native", "none")
 CENTRES = ("auto", "vcn", "fov")
 DEFAULT_CROP = 128  # in-plane size of the network crop of the shipped and the original networks
 
@@ -58,6 +61,9 @@ class AnalysisOptions:
       legacy: the original's choices where they differ: dipy-style corner-aligned resampling, field-of-view
         centring, and the original's strain numbers added to the results (``legacy_strain``).
       inplane_mm: in-plane voxel size of the network grid.
+      displacement: the grid of ``displacement.nii.gz``: ``"network"`` (default: the 1.25 mm network grid the
+        motion was estimated on, with its own affine; a few MB), ``"native"`` (the input's grid: large, about
+        0.5 GB for a 512 x 512 x 20 x 30 cine) or ``"none"`` (not written).
     """
 
     ed: int | None = None
@@ -68,12 +74,26 @@ class AnalysisOptions:
     centre: str = "auto"
     legacy: bool = False
     inplane_mm: float = 1.25
+    displacement: str = "network"
 
     def __post_init__(self):
+        for name in ("ed", "es"):
+            check_type("AnalysisOptions", name, getattr(self, name), (int, np.integer, type(None)),
+                       "a 0-based frame index (int) or None")
+        for name in ("frame_interval_s", "heart_rate_bpm"):
+            check_type("AnalysisOptions", name, getattr(self, name), (int, float, np.number, type(None)),
+                       "a positive number or None")
+        check_type("AnalysisOptions", "inplane_mm", self.inplane_mm, (int, float, np.number), "a positive number")
+        check_type("AnalysisOptions", "legacy", self.legacy, (bool, np.bool_), "True or False")
+        for name, allowed in (("slice_order", SLICE_ORDERS), ("centre", CENTRES),
+                              ("displacement", DISPLACEMENT_GRIDS)):
+            check_type("AnalysisOptions", name, getattr(self, name), (str,), f"one of {allowed}")
         if self.slice_order not in SLICE_ORDERS:
             raise ValueError(f"slice_order must be one of {SLICE_ORDERS}, got {self.slice_order!r}")
         if self.centre not in CENTRES:
             raise ValueError(f"centre must be one of {CENTRES}, got {self.centre!r}")
+        if self.displacement not in DISPLACEMENT_GRIDS:
+            raise ValueError(f"displacement must be one of {DISPLACEMENT_GRIDS}, got {self.displacement!r}")
         for name in ("frame_interval_s", "heart_rate_bpm", "inplane_mm"):
             v = getattr(self, name)
             if v is not None and not (np.isfinite(v) and v > 0):
@@ -125,10 +145,12 @@ class AnalysisResult:
       results: the ``results.json`` content (see :mod:`deepstrain_jax.analysis.results`).
       affine: ``(4, 4)`` affine of the input cine; frame_interval_s: seconds or ``None``.
       segmentation: ``(X, Y, Z, T)`` uint8 labels on the input grid (the input file's axis order).
-      displacement_mm: ``(X, Y, Z, T, 3)`` float32 displacement ED -> t in world mm on the input grid.
-      strain: ``{"radial", "circumferential", "longitudinal"}`` -> ``(X, Y, Z, T)`` float32 Green-Lagrange
-        strain (mm/mm) on the input grid, within the ED myocardium (0 elsewhere).
+      native: :class:`deepstrain_jax.analysis.grids.NativeMaps`, the displacement and strain on the input grid
+        frame by frame (``native.displacement_frame(t)``, ``native.strain_frame(t)``): what the writers use, so
+        memory does not grow with frames x image size.
       grid: :class:`NetworkGrid`.
+
+    ``displacement_mm`` and ``strain`` (below) build the whole arrays on first use.
     """
 
     name: str
@@ -136,9 +158,19 @@ class AnalysisResult:
     affine: np.ndarray
     frame_interval_s: float | None
     segmentation: np.ndarray
-    displacement_mm: np.ndarray
-    strain: dict
+    native: grids.NativeMaps
     grid: NetworkGrid
+
+    @functools.cached_property
+    def displacement_mm(self) -> np.ndarray:
+        """``(X, Y, Z, T, 3)`` float32 displacement ED -> t in world mm on the input grid (built on first use)."""
+        return self.native.displacement()
+
+    @functools.cached_property
+    def strain(self) -> dict:
+        """``{"radial", "circumferential", "longitudinal"}`` -> ``(X, Y, Z, T)`` float32 Green-Lagrange strain
+        (mm/mm) on the input grid, within the ED myocardium (0 elsewhere); built on first use."""
+        return self.native.strain()
 
     def write(self, out_dir: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write the subject's output folder (all or nothing); see :mod:`deepstrain_jax.analysis.outputs`."""
@@ -225,6 +257,7 @@ def segment_stack(image, spacing_mm, *, networks: Networks, ed: int = 0, inplane
     Returns:
       :class:`StackSegmentation`.
     """
+    check_networks("segment_stack", networks, optional=False)
     image = np.asarray(image)
     spacing_mm = np.asarray(spacing_mm, np.float64)
     if image.ndim != 4:
@@ -270,20 +303,41 @@ def analyze(source, out: str | os.PathLike | None = None, *, networks: Networks 
     Args:
       source: a 4D NIfTI path, an ACDC patient folder, or a :class:`deepstrain_jax.analysis.inputs.CineInput`.
       out: optional output folder for this subject (written all-or-nothing, see
-        :mod:`deepstrain_jax.analysis.outputs`); its parent must be writable.
+        :mod:`deepstrain_jax.analysis.outputs`); its parent must be writable. This process is its only writer
+        from start to end (:func:`deepstrain_jax.io.atomic.claim`).
       networks: :class:`deepstrain_jax.analysis.networks.Networks` (default: the shipped models; pass one
         object to reuse compiled networks across subjects).
-      options: :class:`AnalysisOptions`, or its fields as keyword arguments.
+      options: :class:`AnalysisOptions`, or its fields as keyword arguments (not both).
       overwrite: replace an existing ``out`` folder.
     Returns:
       :class:`AnalysisResult`.
     Raises:
+      TypeError: an argument of the wrong type (the message names it and what it accepts).
       InputError: any problem with the input (module :mod:`deepstrain_jax.analysis.inputs`), a cine in which
-        no LV is found, or an output folder that exists (without ``overwrite``) or cannot be written.
+        no LV is found, or an output folder that exists (without ``overwrite``), cannot be written or is being
+        written by another process (:class:`~deepstrain_jax.errors.OutputBusyError`).
     """
+    from deepstrain_jax.io.atomic import claim
+
+    check_type("analyze", "source", source, (str, os.PathLike, inp.CineInput),
+               "a path (str or os.PathLike) to a 4D NIfTI cine or an ACDC patient folder, or a CineInput")
+    check_type("analyze", "out", out, (str, os.PathLike, type(None)), "an output folder path or None")
+    check_networks("analyze", networks)
+    check_type("analyze", "options", options, (AnalysisOptions, type(None)),
+               "an AnalysisOptions or None", "or pass its fields as keyword arguments, e.g. analyze(path, es=10)")
+    check_type("analyze", "overwrite", overwrite, (bool, np.bool_), "True or False")
+    if options is not None and option_kwargs:
+        raise TypeError(f"analyze(): pass options=AnalysisOptions(...) or its fields as keyword arguments, not both "
+                        f"(got options and {sorted(option_kwargs)})")
+    options = options or AnalysisOptions(**option_kwargs)
+    with claim(out) if out is not None else contextlib.nullcontext():
+        return _analyze(source, out, networks, options, overwrite)
+
+
+def _analyze(source, out, networks: Networks | None, options: AnalysisOptions, overwrite: bool) -> AnalysisResult:
+    """:func:`analyze` after its argument checks, with the claim on ``out`` held."""
     from deepstrain_jax.analysis import results as res
 
-    options = options or AnalysisOptions(**option_kwargs)
     if out is not None:
         from deepstrain_jax.analysis.outputs import check_output_folder
 
@@ -395,24 +449,14 @@ def analyze(source, out: str | os.PathLike | None = None, *, networks: Networks 
         legacy = {"global_radial": np.asarray(ls.global_radial), "global_circumferential":
                   np.asarray(ls.global_circumferential)}
 
-    # Voxel outputs back on the native grid (slice-last), then in the input file's axis order.
-    sign = np.array([1.0, 1.0, -1.0 if reverse else 1.0], np.float32)
-    zflip = slice(None, None, -1) if reverse else slice(None)
-    direction = cine.affine[:3, :3] / cine.spacing_mm[None, :]
-    disp = np.stack([grids.to_native(u_mm[t][:, :, zflip] * sign, plan, crop) @ direction.T.astype(np.float32)
-                     for t in range(t_count)], axis=3).astype(np.float32)            # (X, Y, Z, T, 3)
-    comps = np.stack([np.asarray(strain.components.rr), np.asarray(strain.components.cc),
-                      np.asarray(strain.components.ll)], axis=-1)                     # (T, N, N, Z, 3)
-    maps = np.stack([grids.masked_to_native(comps[t][:, :, zflip], myo[:, :, zflip], plan, crop)
-                     for t in range(t_count)], axis=3)                                # (X, Y, Z, T, 3)
-    myo_native = seg_native[..., ed] == 2
-    maps = np.where(myo_native[..., None, None], maps, 0.0).astype(np.float32)
+    # Voxel outputs back on the native grid, in the input file's axis order: the segmentation now, the
+    # displacement and strain maps frame by frame when they are read or written (NativeMaps).
     inverse = tuple(int(np.argsort(inp.slice_last_order(slice_axis))[k]) for k in range(3))
     seg_out = np.transpose(seg_native, inverse + (3,))
-    disp_out = np.transpose(disp, inverse + (3, 4))
-    strain_out = {name: np.transpose(maps[..., k], inverse + (3,))
-                  for k, name in enumerate(("radial", "circumferential", "longitudinal"))}
-
+    comps = np.stack([np.asarray(strain.components.rr), np.asarray(strain.components.cc),
+                      np.asarray(strain.components.ll)], axis=-1)                     # (T, N, N, Z, 3)
+    native = grids.NativeMaps(u_mm, comps, myo, seg_native[..., ed] == 2, plan, crop, reverse,
+                              cine.affine[:3, :3] / cine.spacing_mm[None, :], inverse)
     grid = NetworkGrid(image=raw, segmentation=seg_net, u_vox=u_vox, spacing_mm=spacing, affine=affine_net,
                        strain=strain, aha=segments, det_f=det_f, resampling=plan, crop=crop,
                        slices_reversed=reverse)
@@ -422,7 +466,7 @@ def analyze(source, out: str | os.PathLike | None = None, *, networks: Networks 
         slice_order=order, slice_order_source=order_source, slice_order_slope=slope, centre=centre,
         centre_source=centre_source, folding=folding, closure=closure, legacy=legacy, warnings=warnings)
     result = AnalysisResult(name=cine0.name, results=results, affine=cine0.affine, frame_interval_s=dt,
-                            segmentation=seg_out, displacement_mm=disp_out, strain=strain_out, grid=grid)
+                            segmentation=seg_out, native=native, grid=grid)
     if out is not None:
         result.write(out, overwrite=overwrite)
     return result
@@ -445,6 +489,7 @@ def motion_between(image_ed, image_t, spacing_mm, *, networks: Networks, inplane
     Returns:
       ``(X, Y, Z, 3)`` float32 displacement in native voxels.
     """
+    check_networks("motion_between", networks, optional=False)
     pair = np.stack([np.asarray(image_ed), np.asarray(image_t)], axis=-1)
     spacing = np.asarray(spacing_mm, np.float64)
     plan, crop, _, _, raw = _network_window(pair, spacing, 0, networks, inplane_mm=inplane_mm, align="centre",

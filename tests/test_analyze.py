@@ -54,12 +54,15 @@ def test_every_output_file_is_written_with_the_input_geometry(analysed, phantom)
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temporary left
     cine = nib.load(phantom / "patient001_4d.nii.gz")
     x, y, z, t = cine.shape
-    expect = {"segmentation": (x, y, z, t), "displacement": (x, y, z, t, 3), "strain_radial": (x, y, z, t),
+    n, m = result.grid.segmentation.shape[1], result.grid.segmentation.shape[3]
+    expect = {"segmentation": (x, y, z, t), "displacement": (n, n, m, t, 3), "strain_radial": (x, y, z, t),
               "strain_circumferential": (x, y, z, t), "strain_longitudinal": (x, y, z, t)}
     for key, shape in expect.items():
         img = nib.load(out / OUTPUT_FILES[key])
         assert img.shape == shape, key
-        np.testing.assert_allclose(img.affine, cine.affine, atol=1e-4)
+        # The displacement is on the network grid by default, placed in the scanner frame by its own affine.
+        np.testing.assert_allclose(img.affine, result.grid.affine if key == "displacement" else cine.affine,
+                                   atol=1e-4)
         assert img.header.get_zooms()[3] == pytest.approx(cine.header.get_zooms()[3], rel=1e-5)
     seg = np.asarray(nib.load(out / OUTPUT_FILES["segmentation"]).dataobj)
     assert seg.dtype == np.uint8 and set(np.unique(seg)) <= {0, 1, 2, 3}
@@ -123,6 +126,38 @@ def test_two_runs_give_identical_outputs(analysed, phantom, networks, tmp_path):
     np.testing.assert_array_equal(again.displacement_mm, result.displacement_mm)
     for name in ("results.json", "curves.csv", "aha_segments.csv", "polar_map.png", "curves.png", "report.html"):
         assert (tmp_path / "again" / name).read_bytes() == (out / name).read_bytes(), name
+
+
+def test_displacement_grids_native_network_and_none(analysed, phantom, networks, tmp_path):
+    """``native`` writes exactly the API's native-grid field; the default network-grid file, read through its
+    own affine at the native voxel centres, gives the same field (linear interpolation both ways); ``none``
+    writes no file."""
+    from scipy import ndimage
+
+    result, out = analysed
+    native = analyze(phantom, tmp_path / "native", networks=networks, displacement="native")
+    img = nib.load(tmp_path / "native" / OUTPUT_FILES["displacement"])
+    np.testing.assert_array_equal(np.asarray(img.dataobj), result.displacement_mm)
+    assert b"grid=native" in img.header["descrip"].tobytes()
+    assert native.results["options"]["displacement"] == "native"
+
+    net = nib.load(out / OUTPUT_FILES["displacement"])
+    u_net = np.asarray(net.dataobj)
+    assert b"grid=network" in net.header["descrip"].tobytes()
+    es, ed = result.results["frames"]["es"], result.results["frames"]["ed"]
+    myo = result.segmentation[..., ed] == 2
+    vox = np.argwhere(myo)
+    world = nib.affines.apply_affine(result.affine, vox)
+    at = nib.affines.apply_affine(np.linalg.inv(net.affine), world).T
+    sampled = np.stack([ndimage.map_coordinates(u_net[..., es, c], at, order=1, mode="nearest")
+                        for c in range(3)], axis=-1)
+    np.testing.assert_allclose(sampled, result.displacement_mm[..., es, :][myo], atol=1e-3)
+    assert np.abs(sampled).max() > 1.0  # a real motion, not zeros on both sides
+
+    analyze(phantom, tmp_path / "none", networks=networks, displacement="none")
+    assert not (tmp_path / "none" / OUTPUT_FILES["displacement"]).exists()
+    d = json.loads((tmp_path / "none" / "results.json").read_text())
+    assert "displacement" not in d["outputs"] and (tmp_path / "none" / OUTPUT_FILES["strain_radial"]).is_file()
 
 
 def test_reversed_stack_from_a_bare_nifti_is_detected_and_gives_the_same_strain(analysed, case, networks,

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from deepstrain_jax.errors import InputError
+from deepstrain_jax.errors import InputError, check_type
 
 COLUMNS = ("subject", "status", "error", "group", "n_frames", "ed", "es", "lv_edv_ml", "lv_esv_ml", "lv_ef_pct",
            "lv_mass_g", "rv_edv_ml", "rv_esv_ml", "rv_ef_pct", "gcs_ess_pct", "grs_ess_pct", "gls_ess_pct",
@@ -104,16 +104,34 @@ def run_cohort(folder: str | os.PathLike, out: str | os.PathLike, *, networks=No
       InputError: the cohort folder has no subject, or ``out`` cannot be written.
     """
     from deepstrain_jax.analysis import inputs
-    from deepstrain_jax.analysis.networks import Networks
-    from deepstrain_jax.pipeline import AnalysisOptions, analyze
+    from deepstrain_jax.analysis.networks import check_networks
+    from deepstrain_jax.io.atomic import claim
+    from deepstrain_jax.pipeline import AnalysisOptions
 
+    check_type("run_cohort", "folder", folder, (str, os.PathLike), "a cohort folder path")
+    check_type("run_cohort", "out", out, (str, os.PathLike), "an output folder path")
+    check_networks("run_cohort", networks)
+    check_type("run_cohort", "options", options, (AnalysisOptions, type(None)), "an AnalysisOptions or None")
+    if progress is not None and not callable(progress):
+        raise TypeError(f"run_cohort(): progress must be a callable taking a CohortRow, got {type(progress).__name__}")
     subjects = inputs.list_subjects(folder)
     out = Path(out)
+    with claim(out):  # one cohort run per output folder; subject folders are claimed one by one inside
+        return _run_claimed(folder, subjects, out, networks, options, overwrite, progress)
+
+
+def _run_claimed(folder, subjects, out: Path, networks, options, overwrite, progress) -> list[CohortRow]:
+    from deepstrain_jax.analysis import inputs
+    from deepstrain_jax.analysis.networks import Networks
+    from deepstrain_jax.io.atomic import remove_stale
+    from deepstrain_jax.pipeline import AnalysisOptions, analyze
+
     try:
         out.mkdir(parents=True, exist_ok=True)
         write_cohort_csv(out / "cohort.csv", [])
     except OSError as e:
         raise InputError(f"cannot write the output folder ({e.strerror or e})", out) from None
+    remove_stale(out)  # subject folders half-written by a killed run
     options = options or AnalysisOptions()
     progress = progress or Progress(len(subjects))
     names = [inputs.subject_name(p) for p in subjects]
@@ -131,8 +149,7 @@ def run_cohort(folder: str | os.PathLike, out: str | os.PathLike, *, networks=No
             try:
                 if networks is None:
                     networks = Networks.load(use_vcn=options.use_vcn)
-                result = analyze(path, networks=networks, options=options)
-                result.write(target, overwrite=True)
+                result = analyze(path, target, networks=networks, options=options, overwrite=True)
                 row = CohortRow(name, "done", results=result.results, seconds=time.perf_counter() - t0)
             except InputError as e:
                 row = CohortRow(name, "failed", error=str(e), seconds=time.perf_counter() - t0)

@@ -6,6 +6,8 @@
 * :func:`to_native`, :func:`labels_to_native`, :func:`masked_to_native`: network-grid arrays back on the
   native grid (linear interpolation; arg-max of interpolated class probabilities; normalised interpolation
   inside a mask).
+* :class:`NativeMaps`: the displacement and strain maps on the native grid one frame at a time, so that the
+  writers never hold a whole ``(X, Y, Z, T, 3)`` array (memory grows with the image, not with frames x image).
 """
 
 from __future__ import annotations
@@ -62,8 +64,27 @@ def grid_affine(affine, plan: pp.Resampling, crop: pp.Crop, reverse: bool) -> np
 
 
 def to_native(volume, plan: pp.Resampling, crop: pp.Crop) -> np.ndarray:
-    """Network-grid ``(N, N, Z, ...)`` -> native ``(X, Y, Z, ...)``: paste into the resampled grid, interpolate."""
-    return pp.invert_resampling(pp.invert_crop(volume, crop), plan, order=1)
+    """Network-grid ``(N, N, Z, ...)`` -> native ``(X, Y, Z, ...)``: paste into the resampled grid, interpolate.
+
+    Linear interpolation with clamp-to-edge (``map_coordinates(order=1, mode="nearest")``, as
+    :func:`deepstrain_jax.data.preprocessing.invert_resampling`) at ``i_out = (i_in - offset) / ratio``. The map
+    is separable, so it runs as three 1D interpolations in float64 (no coordinate grid of the native size,
+    about 10x faster at large in-plane sizes); the result has the input's floating type (float32 otherwise).
+    """
+    volume = np.asarray(volume)
+    out_dtype = volume.dtype if np.issubdtype(volume.dtype, np.floating) else np.dtype(np.float32)
+    x = pp.invert_crop(volume, crop).astype(np.float64)
+    for d in range(3):
+        n = plan.out_shape[d]
+        q = (np.arange(plan.in_shape[d], dtype=np.float64) - plan.offset[d]) / plan.ratio[d]
+        f = np.clip(np.floor(q), 0, max(n - 2, 0))
+        a = np.clip(q - f, 0.0, 1.0) if n > 1 else np.zeros_like(q)
+        f = f.astype(np.intp)
+        shape = [1] * x.ndim
+        shape[d] = -1
+        a = a.reshape(shape)
+        x = np.take(x, f, axis=d) * (1.0 - a) + np.take(x, np.minimum(f + 1, n - 1), axis=d) * a
+    return x.astype(out_dtype)
 
 
 def labels_to_native(probs, plan, crop) -> np.ndarray:
@@ -78,3 +99,64 @@ def masked_to_native(values, mask, plan, crop) -> np.ndarray:
     num = to_native(values * m[..., None], plan, crop)
     den = to_native(m, plan, crop)
     return np.where(den[..., None] > 1e-6, num / np.maximum(den, 1e-6)[..., None], 0.0).astype(np.float32)
+
+
+class NativeMaps:
+    """Displacement and strain of the network grid, mapped to the native grid frame by frame on demand.
+
+    Frames come out in the input file's axis order (``inverse`` undoes the slice-last transposition).
+
+    Args:
+      u_mm: ``(T, N, N, Z, 3)`` displacement ED -> t, network-grid axes, mm (slices base -> apex).
+      components: ``(T, N, N, Z, 3)`` radial, circumferential, longitudinal strain (mm/mm).
+      myo: ``(N, N, Z)`` bool ED myocardium (network grid); myo_native: ``(X, Y, Z)`` bool, slice-last native grid.
+      plan, crop, reverse: the network grid's map from the slice-last native grid (``reverse``: z flipped).
+      direction: ``(3, 3)`` direction cosines of the slice-last native affine (columns: axes in world).
+      inverse: the axis permutation from slice-last to the file's order.
+    """
+
+    def __init__(self, u_mm, components, myo, myo_native, plan: pp.Resampling, crop: pp.Crop, reverse: bool,
+                 direction, inverse: tuple[int, int, int]):
+        self.u_mm, self.components, self.myo, self.myo_native = u_mm, components, myo, myo_native
+        self.plan, self.crop, self.reverse = plan, crop, bool(reverse)
+        self.direction = np.asarray(direction, np.float32)
+        self.inverse = tuple(int(k) for k in inverse)
+        self.n_frames = int(u_mm.shape[0])
+        self.shape = tuple(int(plan.in_shape[k]) for k in self.inverse)  # native (X, Y, Z) in file order
+
+    def _zflip(self):
+        return slice(None, None, -1) if self.reverse else slice(None)
+
+    def displacement_component(self, t: int, c: int) -> np.ndarray:
+        """``(X, Y, Z)`` float32 world component ``c`` (mm) of the displacement ED -> frame ``t``."""
+        sign = np.array([1.0, 1.0, -1.0 if self.reverse else 1.0], np.float32)
+        u = self.u_mm[t][:, :, self._zflip()] * sign          # slice-last native axes, network grid
+        world_c = u @ self.direction[c]                        # linear: rotate, then interpolate one field
+        return np.transpose(to_native(world_c, self.plan, self.crop), self.inverse).astype(np.float32)
+
+    def displacement_frame(self, t: int) -> np.ndarray:
+        """``(X, Y, Z, 3)`` float32 world displacement ED -> frame ``t`` (mm)."""
+        return np.stack([self.displacement_component(t, c) for c in range(3)], axis=-1)
+
+    def strain_frame(self, t: int) -> np.ndarray:
+        """``(X, Y, Z, 3)`` float32 radial, circumferential, longitudinal strain at frame ``t``, within the ED
+        myocardium (0 elsewhere)."""
+        z = self._zflip()
+        maps = masked_to_native(self.components[t][:, :, z], self.myo[:, :, z], self.plan, self.crop)
+        maps = np.where(self.myo_native[..., None], maps, 0.0).astype(np.float32)
+        return np.transpose(maps, self.inverse + (3,))
+
+    def displacement(self) -> np.ndarray:
+        """The whole ``(X, Y, Z, T, 3)`` displacement (T frames of :meth:`displacement_frame`; memory heavy)."""
+        out = np.empty(self.shape + (self.n_frames, 3), np.float32)
+        for t in range(self.n_frames):
+            out[..., t, :] = self.displacement_frame(t)
+        return out
+
+    def strain(self) -> dict[str, np.ndarray]:
+        """``{"radial", "circumferential", "longitudinal"}`` -> the whole ``(X, Y, Z, T)`` strain map."""
+        out = np.empty(self.shape + (self.n_frames, 3), np.float32)
+        for t in range(self.n_frames):
+            out[..., t, :] = self.strain_frame(t)
+        return {name: np.ascontiguousarray(out[..., k]) for k, name in
+                enumerate(("radial", "circumferential", "longitudinal"))}

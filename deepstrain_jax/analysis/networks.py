@@ -161,6 +161,23 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> str:
     return os.fspath(folder)
 
 
+_NETWORKS_API = ("segment_frame", "motion", "vcn_heatmaps", "grid", "describe")
+
+
+def check_networks(function: str, networks, *, optional: bool = True) -> None:
+    """TypeError unless ``networks`` is a :class:`Networks` (or an object with its methods, e.g. a wrapper)
+    or, when ``optional``, ``None``."""
+    from deepstrain_jax.errors import check_type
+
+    if networks is None and optional:
+        return
+    if all(hasattr(networks, m) for m in _NETWORKS_API):
+        return
+    check_type(function, "networks", networks, (Networks,) + ((type(None),) if optional else ()),
+               "a Networks object" + (" or None (the shipped models)" if optional else ""),
+               "load models with Networks.load(carson=..., ...)")
+
+
 @dataclasses.dataclass
 class Networks:
     """VCN (optional), CarSON and CarMEN, with the fixed-shape batched calls of the pipeline.
@@ -178,6 +195,12 @@ class Networks:
     @classmethod
     def load(cls, vcn=None, carson=None, carmen=None, *, use_vcn: bool = True, pair_batch: int = 2) -> "Networks":
         """Load each network from its spec (``None``: the shipped model)."""
+        from deepstrain_jax.errors import check_type
+
+        for name, spec in (("vcn", vcn), ("carson", carson), ("carmen", carmen)):
+            check_type("Networks.load", name, spec, (str, os.PathLike, type(None)),
+                       "a model folder, training workdir or Keras .h5 path, or None (the shipped model)")
+        check_type("Networks.load", "pair_batch", pair_batch, (int, np.integer), "an int >= 1")
         if pair_batch < 1:
             raise ValueError(f"pair_batch must be >= 1, got {pair_batch}")
         return cls(carson=load_network("carson", carson), carmen=load_network("carmen", carmen),

@@ -5,9 +5,15 @@ Files (names in :data:`deepstrain_jax.analysis.results.OUTPUT_FILES`):
 * ``segmentation.nii.gz``: ``(X, Y, Z, T)`` uint8 ACDC labels, the input's affine, shape and frame interval;
 * ``displacement.nii.gz``: ``(X, Y, Z, T, 3)`` float32 displacement ED -> t in world mm (NIfTI intent
   ``NIFTI_INTENT_DISPVECT``, 1006; the 5th axis holds the x, y, z world components; ``descrip`` says
-  ``components=world``);
+  ``components=world`` and ``grid=network`` or ``grid=native``). Its grid is the option
+  ``AnalysisOptions.displacement``: by default the network grid the motion was estimated on (1.25 mm in-plane,
+  the crop, base -> apex; its affine places it in the scanner frame, so tools that read the affine use it as
+  it is), ``native`` for the input's grid, ``none`` for no file;
 * ``strain_radial.nii.gz``, ``strain_circumferential.nii.gz``, ``strain_longitudinal.nii.gz``: ``(X, Y, Z, T)``
   float32 Green-Lagrange strain (mm/mm) within the ED myocardium, 0 elsewhere;
+
+The native-grid maps are computed and written one frame at a time
+(:class:`deepstrain_jax.data.nifti.FrameWriter`), so memory grows with the image size, not with frames x size.
 * ``results.json`` (schema in :mod:`deepstrain_jax.analysis.results`), ``curves.csv`` (one row per frame: time,
   volumes, global strain and strain rate), ``aha_segments.csv`` (one row per segment: voxels and ESS);
 * ``polar_map.png`` (circumferential, radial and longitudinal ESS bull's-eyes side by side, one PNG),
@@ -15,7 +21,10 @@ Files (names in :data:`deepstrain_jax.analysis.results.OUTPUT_FILES`):
 
 The folder is built under a temporary name beside ``out_dir`` and renamed when complete
 (:func:`deepstrain_jax.io.atomic.atomic_directory`): a failure leaves no partial folder, and an existing folder
-is only replaced (``overwrite``) once the new one is complete.
+is only replaced (``overwrite``) once the new one is complete. The writer holds an exclusive claim on
+``out_dir`` (:func:`deepstrain_jax.io.atomic.claim`) from its check to the rename, so a second writer of the
+same folder fails at once (:class:`~deepstrain_jax.errors.OutputBusyError`) instead of silently replacing
+the first one's result; temporary folders of killed writers are removed on the next run.
 """
 
 from __future__ import annotations
@@ -51,23 +60,51 @@ def check_output_folder(out_dir: str | os.PathLike, *, overwrite: bool = False) 
         raise InputError(f"cannot write the output folder here ({e.strerror or e})", out) from None
 
 
-def _save_vector_nifti(path: Path, array: np.ndarray, affine, frame_interval_s) -> None:
-    import nibabel as nib
+def _vector_writer(path: Path, shape, affine, frame_interval_s, grid: str):
+    from deepstrain_jax.data.nifti import FrameWriter
 
-    from deepstrain_jax.io.atomic import atomic_path
+    return FrameWriter(path, shape, np.float32, affine, frame_interval_s or None,
+                       intent=(NIFTI_INTENT_DISPVECT, "displacement_mm"),
+                       descrip=f"displacement ED->t mm components=world grid={grid}")  # read by eval.datasets.cmac
 
-    img = nib.Nifti1Image(np.asarray(array, np.float32), np.asarray(affine, np.float64))
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    hdr = img.header
-    hdr.set_data_dtype(np.float32)
-    hdr.set_xyzt_units("mm", "sec")
-    hdr.set_intent(NIFTI_INTENT_DISPVECT, name="displacement_mm")
-    hdr["descrip"] = b"displacement ED->t mm components=world"  # read by eval.datasets.cmac
-    zooms = list(np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)) + [float(frame_interval_s or 0.0), 1.0]
-    hdr.set_zooms(zooms)
-    with atomic_path(path) as tmp:
-        nib.save(img, os.fspath(tmp))
+
+def _write_displacement(path: Path, result, grid: str) -> None:
+    """``displacement.nii.gz`` on the network grid (from the network-grid motion) or the native grid (streamed
+    component by component, frame by frame)."""
+    dt = result.frame_interval_s
+    if grid == "network":
+        g = result.grid
+        affine = np.asarray(g.affine, np.float64)
+        rotation = (affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)).astype(np.float32)
+        u_world = (g.u_vox * np.asarray(g.spacing_mm, np.float32)) @ rotation.T   # (T, N, N, Z, 3)
+        with _vector_writer(path, u_world.shape[1:4] + u_world.shape[:1] + (3,), affine, dt, grid) as w:
+            for c in range(3):
+                for t in range(u_world.shape[0]):
+                    w.write(u_world[t, ..., c])
+        return
+    native = result.native
+    with _vector_writer(path, native.shape + (native.n_frames, 3), result.affine, dt, grid) as w:
+        for c in range(3):
+            for t in range(native.n_frames):
+                w.write(native.displacement_component(t, c))
+
+
+def _write_strain(folder: Path, result, names: dict) -> None:
+    """The three strain NIfTIs, written side by side one frame at a time."""
+    import contextlib
+
+    from deepstrain_jax.data.nifti import FrameWriter
+
+    native = result.native
+    shape = native.shape + (native.n_frames,)
+    with contextlib.ExitStack() as stack:
+        writers = [stack.enter_context(FrameWriter(folder / names[f"strain_{d}"], shape, np.float32, result.affine,
+                                                   result.frame_interval_s or None))
+                   for d in ("radial", "circumferential", "longitudinal")]
+        for t in range(native.n_frames):
+            frame = native.strain_frame(t)
+            for k, w in enumerate(writers):
+                w.write(frame[..., k])
 
 
 def csv_text(header: list[str], rows: list[list]) -> str:
@@ -130,21 +167,31 @@ def write_subject(result, out_dir: str | os.PathLike, *, overwrite: bool = False
     """Write :class:`deepstrain_jax.pipeline.AnalysisResult` ``result`` to ``out_dir`` (module docstring)."""
     from deepstrain_jax.analysis.results import OUTPUT_FILES, check_results
     from deepstrain_jax.data.nifti import save_nifti
-    from deepstrain_jax.io.atomic import atomic_directory
+    from deepstrain_jax.io.atomic import atomic_directory, claim
     from deepstrain_jax.report import render_report
+
+    with claim(out_dir):  # the only writer from the check to the rename (re-entrant inside analyze())
+        return _write_subject_claimed(result, out_dir, overwrite, atomic_directory, render_report)
+
+
+def _write_subject_claimed(result, out_dir, overwrite, atomic_directory, render_report) -> Path:
+    from deepstrain_jax.analysis.results import OUTPUT_FILES, check_results
+    from deepstrain_jax.data.nifti import save_nifti
 
     check_output_folder(out_dir, overwrite=overwrite)
     results = dict(result.results)
     check_results(results)
     images = figures(results)
-    if "polar_map.png" not in images:
-        results["outputs"] = {k: v for k, v in results["outputs"].items() if k != "polar_map"}
+    grid = results["options"].get("displacement", "native")
+    dropped = ({"polar_map"} if "polar_map.png" not in images else set()) | ({"displacement"} if grid == "none"
+                                                                             else set())
+    results["outputs"] = {k: v for k, v in results["outputs"].items() if k not in dropped}
     with atomic_directory(out_dir, overwrite=True) as tmp:
         dt = result.frame_interval_s
         save_nifti(tmp / OUTPUT_FILES["segmentation"], result.segmentation.astype(np.uint8), result.affine, dt)
-        _save_vector_nifti(tmp / OUTPUT_FILES["displacement"], result.displacement_mm, result.affine, dt)
-        for name, volume in result.strain.items():
-            save_nifti(tmp / OUTPUT_FILES[f"strain_{name}"], volume.astype(np.float32), result.affine, dt)
+        if grid != "none":
+            _write_displacement(tmp / OUTPUT_FILES["displacement"], result, grid)
+        _write_strain(tmp, result, OUTPUT_FILES)
         (tmp / OUTPUT_FILES["results"]).write_text(json.dumps(results, indent=2) + "\n")
         (tmp / OUTPUT_FILES["curves"]).write_text(curves_csv(results))
         (tmp / OUTPUT_FILES["aha_segments"]).write_text(aha_csv(results))

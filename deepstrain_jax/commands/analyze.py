@@ -5,8 +5,10 @@ cohort folder holding those. One subject is written to OUT itself; a cohort to O
 OUT/cohort.csv, skipping subjects already finished (re-run the same command to resume) and recording a failing
 subject's error while the others go on. Each subject folder appears complete or not at all.
 
-Outputs per subject: segmentation.nii.gz, displacement.nii.gz (world mm), strain_{radial,circumferential,
-longitudinal}.nii.gz, results.json, curves.csv, aha_segments.csv, polar_map.png, curves.png, report.html.
+Outputs per subject: segmentation.nii.gz, displacement.nii.gz (world mm; on the network grid unless
+--displacement native), strain_{radial,circumferential,longitudinal}.nii.gz, results.json, curves.csv,
+aha_segments.csv, polar_map.png, curves.png, report.html. Memory grows with the image size, not with frames x
+size: the native-grid maps are written one frame at a time.
 
 Models: the small ones shipped inside the package by default; --vcn/--carson/--carmen take a model folder
 (deepstrain convert-weights, train.main's workdir/model), a training workdir, or the original Keras weights
@@ -46,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--carmen", metavar="MODEL", help="CarMEN model or carmen_Jan2021.h5 (default: shipped)")
     parser.add_argument("--legacy", action="store_true",
                         help="the original's choices: dipy-style resampling, FOV centring, its strain added")
+    parser.add_argument("--displacement", choices=("network", "native", "none"), default="network",
+                        help="grid of displacement.nii.gz: the 1.25 mm network grid it was estimated on (default, "
+                             "a few MB), the input's grid (native: large), or none")
     parser.add_argument("--pair-batch", type=int, default=2, metavar="B", help="CarMEN pairs per call (default 2)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--no-cache", action="store_true", help="do not use the persistent compilation cache")
@@ -59,7 +64,7 @@ def options_from_args(args: argparse.Namespace):
             ed=args.ed, es=args.es,
             frame_interval_s=None if args.frame_interval_ms is None else args.frame_interval_ms / 1000.0,
             heart_rate_bpm=args.heart_rate, slice_order=args.slice_order.replace("-", "_"), centre=args.centre,
-            legacy=args.legacy)
+            legacy=args.legacy, displacement=args.displacement)
     except ValueError as e:
         from deepstrain_jax.errors import InputError
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from pathlib import Path
 
 import numpy as np
 
@@ -129,6 +130,15 @@ def load_volume(path: str | os.PathLike) -> NiftiData:
     return load_nifti(path, ndim=3)
 
 
+def _check_geometry(affine, frame_interval_s) -> np.ndarray:
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)) or np.linalg.det(affine[:3, :3]) == 0:
+        raise ValueError(f"affine must be a finite invertible 4x4 matrix, got {affine!r}")
+    if frame_interval_s is not None and not (np.isfinite(frame_interval_s) and frame_interval_s > 0):
+        raise ValueError(f"frame_interval_s must be positive, got {frame_interval_s}")
+    return affine
+
+
 def to_nifti_image(array, affine, frame_interval_s: float | None = None):
     """Build a ``nibabel.Nifti1Image`` with qform = sform = ``affine`` (code 1, scanner) and units mm / s.
 
@@ -144,13 +154,9 @@ def to_nifti_image(array, affine, frame_interval_s: float | None = None):
     import nibabel as nib
 
     array = np.asarray(array)
-    affine = np.asarray(affine, dtype=np.float64)
     if array.ndim not in (3, 4):
         raise ValueError(f"array must be 3D or 4D, got shape {array.shape}")
-    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)) or np.linalg.det(affine[:3, :3]) == 0:
-        raise ValueError(f"affine must be a finite invertible 4x4 matrix, got {affine!r}")
-    if frame_interval_s is not None and not (np.isfinite(frame_interval_s) and frame_interval_s > 0):
-        raise ValueError(f"frame_interval_s must be positive, got {frame_interval_s}")
+    affine = _check_geometry(affine, frame_interval_s)
     if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
         raise ValueError("array contains NaN or Inf")
     img = nib.Nifti1Image(array, affine)
@@ -177,3 +183,83 @@ def save_nifti(path: str | os.PathLike, array, affine, frame_interval_s: float |
     img = to_nifti_image(array, affine, frame_interval_s)
     with atomic_path(path) as tmp:
         nib.save(img, os.fspath(tmp))
+
+
+class FrameWriter:
+    """Write a NIfTI image one 3D block at a time, so that it never has to be whole in memory.
+
+    NIfTI stores voxels in Fortran order, so the blocks of an ``(X, Y, Z, T)`` image are its frames in turn and
+    those of an ``(X, Y, Z, T, C)`` image its frames of component 0, then of component 1, ... Give
+    :meth:`write` exactly that many ``(X, Y, Z)`` blocks in that order. The file (``.nii`` or ``.nii.gz``,
+    nibabel's header and gzip settings, the same header as :func:`to_nifti_image`) is written to a temporary
+    name and renamed into place on a clean exit with every block written; otherwise it is removed.
+
+    Args:
+      path: output file. shape: full image shape (4 or 5 axes). dtype: stored voxel type.
+      affine, frame_interval_s: as :func:`to_nifti_image`.
+      intent: ``(code, name)`` for the header's intent, or ``None``; descrip: the header's description.
+    """
+
+    def __init__(self, path, shape, dtype, affine, frame_interval_s: float | None = None, *,
+                 intent: tuple[int, str] | None = None, descrip: str | None = None):
+        import nibabel as nib
+
+        self.path = Path(path)
+        self.shape = tuple(int(n) for n in shape)
+        if len(self.shape) not in (4, 5):
+            raise ValueError(f"shape must have 4 or 5 axes, got {self.shape}")
+        self.dtype = np.dtype(dtype)
+        affine = _check_geometry(affine, frame_interval_s)
+        img = nib.Nifti1Image(np.zeros((1,) * len(self.shape), self.dtype), affine)
+        header = img.header
+        header.set_data_dtype(self.dtype)
+        img.set_qform(affine, code=1)
+        img.set_sform(affine, code=1)
+        header.set_data_shape(self.shape)
+        header.set_xyzt_units("mm", "sec")
+        zooms = list(np.linalg.norm(affine[:3, :3], axis=0))
+        zooms.append(float(frame_interval_s) if frame_interval_s is not None else 0.0)
+        zooms += [1.0] * (len(self.shape) - 4)
+        header.set_zooms(zooms)
+        header["scl_slope"] = 1.0
+        header["scl_inter"] = 0.0
+        if intent is not None:
+            header.set_intent(intent[0], name=intent[1])
+        if descrip is not None:
+            header["descrip"] = descrip.encode()
+        self.header = header
+        self.n_blocks = int(np.prod(self.shape[3:]))
+        self.written = 0
+
+    def __enter__(self) -> "FrameWriter":
+        from nibabel.openers import Opener
+
+        from deepstrain_jax.io.atomic import atomic_path
+
+        self._atomic = atomic_path(self.path)
+        tmp = self._atomic.__enter__()
+        self._file = Opener(os.fspath(tmp), "wb")
+        self.header.write_to(self._file)
+        return self
+
+    def write(self, block) -> None:
+        """Append the next ``(X, Y, Z)`` block (cast to the stored type)."""
+        block = np.asarray(block)
+        if block.shape != self.shape[:3]:
+            raise ValueError(f"{self.path.name}: block of shape {block.shape}, expected {self.shape[:3]}")
+        if self.written >= self.n_blocks:
+            raise ValueError(f"{self.path.name}: more than {self.n_blocks} blocks")
+        if np.issubdtype(block.dtype, np.floating) and not np.all(np.isfinite(block)):
+            raise ValueError(f"{self.path.name}: block {self.written} contains NaN or Inf")
+        data = block.astype(self.dtype.newbyteorder(self.header.endianness), copy=False)
+        self._file.write(data.tobytes(order="F"))
+        self.written += 1
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self._file.close()
+        if exc_type is None and self.written != self.n_blocks:
+            err = ValueError(f"{self.path.name}: {self.written} of {self.n_blocks} blocks written")
+            self._atomic.__exit__(ValueError, err, None)  # removes the temporary file
+            raise err
+        self._atomic.__exit__(exc_type, exc, tb)  # renames on success, removes on error
+        return False

@@ -246,8 +246,10 @@ def resample_window(volume, plan: pp.Resampling, crop: pp.Crop | None, order: in
     x = np.asarray(volume)
     if x.shape[:3] != plan.in_shape:
         raise ValueError(f"volume of shape {x.shape} does not match the planned input {plan.in_shape}")
-    if order == 1:
-        x = x.astype(np.float32)
+    if order == 1 and not (np.issubdtype(x.dtype, np.integer) and x.dtype.itemsize <= 2):
+        x = x.astype(np.float32, copy=False)
+    # Integers of <= 16 bits are exact in float32 and promote to it at the first interpolation: no full-size
+    # float copy of a large cine (the same numbers as converting first).
     valid = []
     for d in range(3):
         if d < 2 and crop is not None:
