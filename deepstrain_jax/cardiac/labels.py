@@ -15,9 +15,11 @@ LV_CAVITY = 3
 
 
 def check_labels(labels, ndims: tuple[int, ...], name: str = "labels") -> np.ndarray:
-    """Return ``labels`` as an int array after checking its rank and that it holds only values 0..3.
+    """Return ``labels`` as a uint8 array after checking its rank and that it holds only values 0..3.
 
-    Float arrays are accepted when every value is an integer (labels read from NIfTI often are floats).
+    Float arrays are accepted when every value is an integer (labels read from NIfTI often are floats). A uint8
+    input is returned as it is (no copy): the checks use a min/max pass, not a sort, so a cine-sized label
+    series costs no more than its own size.
     """
     a = np.asarray(labels)
     if a.ndim not in ndims:
@@ -32,14 +34,13 @@ def check_labels(labels, ndims: tuple[int, ...], name: str = "labels") -> np.nda
             raise ValueError(f"{name} contains NaN or infinite values")
         if not np.all(a == np.round(a)):
             raise ValueError(f"{name} contains non-integer values; expected ACDC labels 0..3")
-    a = a.astype(np.int64)
-    bad = np.setdiff1d(np.unique(a), [BACKGROUND, RV_CAVITY, LV_MYOCARDIUM, LV_CAVITY])
-    if bad.size:
+    if a.min() < BACKGROUND or a.max() > LV_CAVITY:
+        bad = np.unique(a[(a < BACKGROUND) | (a > LV_CAVITY)]).astype(np.int64)
         raise ValueError(
             f"{name} contains values {bad.tolist()} outside the ACDC labels 0 background, 1 RV cavity, "
             "2 LV myocardium, 3 LV cavity; remap them first"
         )
-    return a
+    return a.astype(np.uint8, copy=False)
 
 
 def check_spacing(spacing_mm, n: int = 3) -> np.ndarray:
