@@ -179,14 +179,32 @@ class AnalysisResult:
         return write_subject(self, out_dir, overwrite=overwrite)
 
 
-def _frame_interval(options: AnalysisOptions, cine: inp.CineInput, t: int) -> tuple[float | None, str | None]:
+IMPLAUSIBLE_HR_BPM = (30.0, 200.0)  # heart rates outside this range mean the header's frame interval is wrong
+
+
+def _frame_interval(options: AnalysisOptions, cine: inp.CineInput, t: int) -> tuple[float | None, str | None,
+                                                                                     str | None, list[str]]:
+    """``(dt, source, note, warnings)``: the option, else the given heart rate (it wins over the header), else
+    the header's interval when the heart rate it implies for one cycle of ``t`` frames is plausible."""
+    header = cine.frame_interval_s
+    implied = None if header is None else 60.0 / (header * t)
     if options.frame_interval_s is not None:
-        return float(options.frame_interval_s), "option"
-    if cine.frame_interval_s is not None:
-        return float(cine.frame_interval_s), "header"
+        return float(options.frame_interval_s), "option", None, []
     if options.heart_rate_bpm is not None:
-        return 60.0 / float(options.heart_rate_bpm) / t, "heart_rate"
-    return None, None
+        note = None
+        if header is not None:
+            note = (f"the header's frame interval ({1000 * header:.1f} ms, {implied:.0f} bpm) was overridden by the "
+                    f"given heart rate ({options.heart_rate_bpm:g} bpm)")
+        return 60.0 / float(options.heart_rate_bpm) / t, "heart_rate", note, []
+    if header is None:
+        return None, None, None, ["frame interval unknown (no time unit in the header): strain rates are not "
+                                  "computed; pass --frame-interval-ms or --heart-rate"]
+    lo, hi = IMPLAUSIBLE_HR_BPM
+    if not lo <= implied <= hi:
+        return None, None, None, [f"the header's frame interval ({1000 * header:.1f} ms) implies {implied:.0f} bpm "
+                                  f"for {t} frames covering one cycle, outside {lo:.0f}-{hi:.0f} bpm: strain rates "
+                                  "are not computed; pass --frame-interval-ms or --heart-rate"]
+    return float(header), "header", None, []
 
 
 def _centre(ed_volume, plan: pp.Resampling, networks: Networks, use_vcn: bool) -> tuple[np.ndarray, str]:
@@ -297,11 +315,16 @@ def read_checked(source, *, crop_mm: float = DEFAULT_CROP * 1.25) -> tuple[inp.C
 
 
 def analyze(source, out: str | os.PathLike | None = None, *, networks: Networks | None = None,
-            options: AnalysisOptions | None = None, overwrite: bool = False, **option_kwargs) -> AnalysisResult:
+            options: AnalysisOptions | None = None, overwrite: bool = False, spacing_mm=None, affine=None,
+            name: str | None = None, **option_kwargs) -> AnalysisResult:
     """Analyse one cine: the data flow of the module docstring.
 
     Args:
-      source: a 4D NIfTI path, an ACDC patient folder, or a :class:`deepstrain_jax.analysis.inputs.CineInput`.
+      source: the path of one subject in any layout :mod:`deepstrain_jax.analysis.discovery` knows (a 4D NIfTI,
+        an ACDC / UK Biobank / M&Ms patient folder, a DICOM series folder), a
+        :class:`deepstrain_jax.analysis.inputs.CineInput`, or a ``(X, Y, Z, T)`` numpy array with ``spacing_mm``
+        and/or ``affine`` (and optionally ``name``); the array passes the same checks as a file, and its frame
+        interval is the option ``frame_interval_s`` (or ``heart_rate_bpm``).
       out: optional output folder for this subject (written all-or-nothing, see
         :mod:`deepstrain_jax.analysis.outputs`); its parent must be writable. This process is its only writer
         from start to end (:func:`deepstrain_jax.io.atomic.claim`).
@@ -319,8 +342,14 @@ def analyze(source, out: str | os.PathLike | None = None, *, networks: Networks 
     """
     from deepstrain_jax.io.atomic import claim
 
-    check_type("analyze", "source", source, (str, os.PathLike, inp.CineInput),
-               "a path (str or os.PathLike) to a 4D NIfTI cine or an ACDC patient folder, or a CineInput")
+    check_type("analyze", "source", source, (str, os.PathLike, inp.CineInput, np.ndarray),
+               "a path (str or os.PathLike) to one subject, a CineInput, or a (X, Y, Z, T) numpy array")
+    if isinstance(source, np.ndarray):
+        check_type("analyze", "name", name, (str, type(None)), "a subject name (str) or None")
+        source = inp.cine_from_array(source, spacing_mm=spacing_mm, affine=affine, name=name or "array")
+    elif spacing_mm is not None or affine is not None or name is not None:
+        raise TypeError("analyze(): spacing_mm, affine and name go with an array source only (a file's header "
+                        "gives them)")
     check_type("analyze", "out", out, (str, os.PathLike, type(None)), "an output folder path or None")
     check_networks("analyze", networks)
     check_type("analyze", "options", options, (AnalysisOptions, type(None)),
@@ -351,17 +380,18 @@ def _analyze(source, out, networks: Networks | None, options: AnalysisOptions, o
         inp.check_cine(cine, crop_mm=networks.grid[0] * options.inplane_mm)
     path, t_count = cine.cine_path, cine.image.shape[3]
     ed = options.ed if options.ed is not None else cine.ed
-    ed_source = "option" if options.ed is not None else ("info_cfg" if cine.ed is not None else "first_frame")
+    given_by = "info_cfg" if cine.kind == "acdc" else "metadata"
+    ed_source = "option" if options.ed is not None else (given_by if cine.ed is not None else "first_frame")
     ed = 0 if ed is None else int(ed)
     es_given = options.es if options.es is not None else cine.es
     for key, v in (("ED", ed), ("ES", es_given)):
         if v is not None and not 0 <= v < t_count:
             raise InputError(f"{key} frame {v} (0-based) is outside the cine's {t_count} frames", path)
-    dt, dt_source = _frame_interval(options, cine, t_count)
-    warnings = []
-    if dt is None:
-        warnings.append("frame interval unknown (no time unit in the header): strain rates are not computed; "
-                        "pass --frame-interval-ms or --heart-rate")
+    dt, dt_source, dt_note, warnings = _frame_interval(options, cine, t_count)
+    warnings = list(cine.warnings) + warnings
+    if es_given is not None and es_given == ed:
+        raise InputError(f"the ES frame ({es_given}) equals the ED frame: strain at ES would be zero by definition; "
+                         "check --ed/--es or the layout's ED/ES", path)
 
     # Network grid, centring, segmentation.
     fov = np.asarray(cine.image.shape[:2]) * np.asarray(cine.spacing_mm[:2])
@@ -407,7 +437,12 @@ def _analyze(source, out, networks: Networks | None, options: AnalysisOptions, o
         raise InputError(f"LV volumes could not be measured from the segmentation ({e}); is the heart in the field "
                          "of view?", path) from None
     es = vols.es
-    es_source = "option" if options.es is not None else ("info_cfg" if cine.es is not None else "min_lv_volume")
+    es_source = "option" if options.es is not None else (given_by if cine.es is not None else "min_lv_volume")
+    if es == ed:
+        raise InputError(f"the LV volume is smallest at the ED frame ({ed}): no systole found in this cine (is the "
+                         "4th axis time, and ED right?); pass --es", path)
+    coverage = qc.slice_coverage(seg_native[..., ed], base_first=not reverse)
+    warnings.extend(coverage.pop("warnings"))
 
     # Motion: (ED, t) for every other frame; (ES, ED) for the cycle closure.
     spacing = np.asarray(plan.out_spacing_mm, np.float64)
@@ -464,7 +499,8 @@ def _analyze(source, out, networks: Networks | None, options: AnalysisOptions, o
         cine=cine0, networks=networks, options=options, grid=grid, volumes=vols, ed=ed, es=es,
         ed_source=ed_source, es_source=es_source, dt=dt, dt_source=dt_source, slice_axis=slice_axis,
         slice_order=order, slice_order_source=order_source, slice_order_slope=slope, centre=centre,
-        centre_source=centre_source, folding=folding, closure=closure, legacy=legacy, warnings=warnings)
+        centre_source=centre_source, folding=folding, closure=closure, legacy=legacy, warnings=warnings,
+        frame_interval_note=dt_note, coverage=coverage)
     result = AnalysisResult(name=cine0.name, results=results, affine=cine0.affine, frame_interval_s=dt,
                             segmentation=seg_out, native=native, grid=grid)
     if out is not None:

@@ -1,6 +1,6 @@
 """Analyse a folder of subjects: one output folder each, a ``cohort.csv``, resume, and failures that stay local.
 
-``run_cohort(folder, out)`` analyses every subject of :func:`deepstrain_jax.analysis.inputs.list_subjects` into
+``run_cohort(folder, out)`` analyses every subject :func:`deepstrain_jax.analysis.discovery.discover` finds into
 ``out/<subject>/``. A subject whose folder already holds a valid ``results.json`` is skipped (resume after an
 interruption: each subject folder appears complete or not at all). A subject that fails (bad input, no LV
 found) is recorded in ``cohort.csv`` with its error and the others go on. ``cohort.csv`` is rewritten
@@ -134,12 +134,12 @@ def _run_claimed(folder, subjects, out: Path, networks, options, overwrite, prog
     remove_stale(out)  # subject folders half-written by a killed run
     options = options or AnalysisOptions()
     progress = progress or Progress(len(subjects))
-    names = [inputs.subject_name(p) for p in subjects]
+    names = [subject.name for subject in subjects]
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
         raise InputError(f"subjects with the same name {dup} would share an output folder", folder)
     rows = []
-    for path, name in zip(subjects, names):
+    for subject, name in zip(subjects, names):
         target = out / name
         done = None if overwrite else finished_results(target)
         if done is not None:
@@ -149,7 +149,8 @@ def _run_claimed(folder, subjects, out: Path, networks, options, overwrite, prog
             try:
                 if networks is None:
                     networks = Networks.load(use_vcn=options.use_vcn)
-                result = analyze(path, target, networks=networks, options=options, overwrite=True)
+                result = analyze(inputs.read_subject(subject), target, networks=networks, options=options,
+                                 overwrite=True)
                 row = CohortRow(name, "done", results=result.results, seconds=time.perf_counter() - t0)
             except InputError as e:
                 row = CohortRow(name, "failed", error=str(e), seconds=time.perf_counter() - t0)

@@ -1,16 +1,16 @@
-"""What `deepstrain analyze` accepts, read and checked: a 4D NIfTI file, an ACDC patient folder, or a cohort.
+"""What `deepstrain analyze` accepts, read and checked: one subject of any layout, or an in-memory array.
 
-* **A 4D NIfTI file** (``.nii`` / ``.nii.gz``): a cine ``(X, Y, Z, T)``. ED defaults to frame 0.
-* **An ACDC patient folder** (it holds ``Info.cfg``): ``<name>_4d.nii.gz`` with ED, ES and the group from
-  ``Info.cfg`` (1-based there, 0-based here). A written phantom's truth sidecar, when present, tells the stored
-  slice order.
-* **A cohort**: any other folder; its subjects are the patient folders and NIfTI files directly inside it
-  (sorted by name), see :func:`list_subjects`.
+Which layout a path is (a 4D NIfTI, an ACDC patient folder, UK Biobank, M&Ms / M&Ms-2, a DICOM series folder,
+or a cohort of those) is decided by :mod:`deepstrain_jax.analysis.discovery`; :func:`read_subject` reads what it
+found (NIfTI through :mod:`deepstrain_jax.data.nifti`, DICOM through :mod:`deepstrain_jax.data.dicom`). ED
+defaults to frame 0 unless the layout gives it (ACDC ``Info.cfg``, 1-based there; the M&Ms CSV, 0-based). A
+written phantom's truth sidecar, when present, tells the stored slice order. :func:`cine_from_array` makes the
+same :class:`CineInput` from an array.
 
 Every check a cine must pass before any output is written lives here (:func:`check_cine`): at least two
-frames, finite voxels (the NIfTI reader refuses NaN/Inf), no constant frame (an empty or missing frame), a
-plausible voxel size for cardiac cine MRI, and an in-plane field of view no smaller than the network crop.
-Each failure raises :class:`~deepstrain_jax.errors.InputError` naming the file.
+frames, finite voxels (the NIfTI reader refuses NaN/Inf), no constant frame (an empty or missing frame), time
+and slice axes not swapped, a plausible voxel size for cardiac cine MRI, and an in-plane field of view no
+smaller than the network crop. Each failure raises :class:`~deepstrain_jax.errors.InputError` naming the file.
 
 The slice axis is the one whose voxel size differs from the other two (:func:`find_slice_axis`); the cine is
 transposed so that it is axis 2 (:func:`to_slice_last`), and every voxel output is transposed back.
@@ -24,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from deepstrain_jax.analysis import discovery
 from deepstrain_jax.errors import InputError
 
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
+NIFTI_SUFFIXES = discovery.NIFTI_SUFFIXES
 # Plausible voxel sizes of a cardiac cine, mm. Outside these a header is wrong (metres for mm, a missing
 # slice spacing) and the physical strain would be meaningless.
 INPLANE_MM_RANGE = (0.3, 5.0)
@@ -52,6 +53,7 @@ class CineInput:
       ed, es: 0-based frames from ``Info.cfg``, or ``None``.
       group: ``Info.cfg`` group, or ``None``.
       slice_order: the stored slice order when a phantom sidecar records it, else ``None`` (unknown).
+      warnings: what the reader noticed in the header and how it resolved it.
     """
 
     name: str
@@ -66,53 +68,44 @@ class CineInput:
     es: int | None = None
     group: str | None = None
     slice_order: str | None = None
+    warnings: tuple[str, ...] = ()
 
 
 def is_nifti_name(path: str | os.PathLike) -> bool:
-    return os.fspath(path).lower().endswith(NIFTI_SUFFIXES)
+    return discovery.is_nifti_name(path)
 
 
 def subject_name(path: str | os.PathLike) -> str:
-    """``patient001`` for ``.../patient001`` or ``.../patient001_4d.nii.gz`` (the suffix, not ``_4d``, dropped)."""
-    name = Path(path).name
-    for suffix in (".nii.gz", ".nii"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    """The name :func:`deepstrain_jax.analysis.discovery.discover` gives the subject at ``path``."""
+    return discovery.discover(path).subjects[0].name
 
 
 def is_patient_folder(path: str | os.PathLike) -> bool:
-    path = Path(path)
-    return path.is_dir() and ((path / "Info.cfg").is_file() or (path / "info.cfg").is_file())
+    return discovery.is_acdc_folder(Path(path))
 
 
-def list_subjects(folder: str | os.PathLike) -> list[Path]:
-    """The subjects of a cohort folder: patient folders (with ``Info.cfg``) and NIfTI files, sorted by name.
-
-    Hidden entries (a leading ``.``, e.g. our own temporary files) are skipped. Raises InputError when the
-    folder holds no subject.
-    """
-    folder = Path(folder)
-    found = [p for p in sorted(folder.iterdir()) if not p.name.startswith(".")
-             and (is_patient_folder(p) or (p.is_file() and is_nifti_name(p)))]
-    if not found:
-        raise InputError("no subject found: a cohort folder must hold ACDC patient folders (with Info.cfg) "
-                         "or 4D NIfTI files (.nii, .nii.gz)", folder)
-    return found
+def list_subjects(folder: str | os.PathLike) -> list[discovery.Subject]:
+    """The subjects of a cohort folder (:func:`deepstrain_jax.analysis.discovery.discover`); raises InputError
+    saying what the folder holds when it has none."""
+    return list(discovery.discover(folder).subjects)
 
 
 def read_input(path: str | os.PathLike) -> CineInput:
-    """Read one subject (a NIfTI file or an ACDC patient folder); see the module docstring. No checks beyond
-    the reader's (use :func:`check_cine`)."""
+    """Read one subject given by its path (:func:`deepstrain_jax.analysis.discovery.discover` decides the
+    layout); see the module docstring. No checks beyond the reader's (use :func:`check_cine`)."""
+    found = discovery.discover(path)
+    if found.kind != "subject":
+        raise InputError(f"is a cohort folder of {len(found.subjects)} subjects, not one subject: analyse it with "
+                         "`deepstrain analyze FOLDER --out OUT` or deepstrain_jax.analysis.cohort.run_cohort", path)
+    return read_subject(found.subjects[0])
+
+
+def read_subject(subject: discovery.Subject) -> CineInput:
+    """Read a subject found by :func:`deepstrain_jax.analysis.discovery.discover`."""
     from deepstrain_jax.data import acdc, nifti
 
-    path = Path(path)
-    if not path.exists():
-        raise InputError("no such file or folder", path)
-    if path.is_dir():
-        if not is_patient_folder(path):
-            raise InputError("not a patient folder (no Info.cfg); give a 4D NIfTI file, an ACDC patient folder, "
-                             "or a cohort folder of those", path)
+    path = Path(subject.path)
+    if subject.kind == "acdc":
         name = path.resolve().name
         info = acdc.read_info_cfg(acdc.info_cfg_path(path))
         cine_path = path / f"{name}_4d.nii.gz"
@@ -133,13 +126,54 @@ def read_input(path: str | os.PathLike) -> CineInput:
         return CineInput(name=name, path=os.fspath(path), kind="acdc", cine_path=os.fspath(cine_path),
                          image=data.array, affine=data.affine, spacing_mm=data.spacing_mm,
                          frame_interval_s=data.frame_interval_s, ed=info.ed, es=info.es, group=info.group,
-                         slice_order=order)
-    if not is_nifti_name(path):
-        raise InputError("not a NIfTI file (expected a .nii or .nii.gz 4D cine)", path)
-    data = nifti.load_cine(path)
-    return CineInput(name=subject_name(path), path=os.fspath(path), kind="nifti", cine_path=os.fspath(path),
+                         slice_order=order, warnings=data.warnings)
+    if subject.kind == "dicom":
+        from deepstrain_jax.data import dicom
+
+        data = dicom.read_dicom_cine(path)
+    else:
+        data = nifti.load_cine(path)
+    return CineInput(name=subject.name, path=os.fspath(path), kind=subject.kind, cine_path=os.fspath(path),
                      image=data.array, affine=data.affine, spacing_mm=data.spacing_mm,
-                     frame_interval_s=data.frame_interval_s)
+                     frame_interval_s=data.frame_interval_s, ed=subject.ed, es=subject.es, group=subject.group,
+                     warnings=data.warnings)
+
+
+def cine_from_array(array, *, spacing_mm=None, affine=None, name: str = "array") -> CineInput:
+    """A :class:`CineInput` from an in-memory ``(X, Y, Z, T)`` array, with the same checks as a file.
+
+    Give ``spacing_mm`` (mm per axis; the affine is then ``diag(spacing)``), or ``affine`` (its column norms are
+    the spacing), or both (they must agree within 1 %). The frame interval is an analysis option
+    (``frame_interval_s=`` or ``heart_rate_bpm=``).
+    """
+    from deepstrain_jax.data.nifti import PIXDIM_TOLERANCE
+
+    where = f"<array {name}>"
+    a = np.asarray(array)
+    if a.ndim != 4:
+        raise InputError(f"expected a 4D (X, Y, Z, T) array, got shape {a.shape}", where)
+    if spacing_mm is None and affine is None:
+        raise InputError("an array needs its voxel size: pass spacing_mm=(sx, sy, sz) or affine=", where)
+    if affine is not None:
+        affine = np.asarray(affine, np.float64)
+        if affine.shape != (4, 4) or not np.all(np.isfinite(affine)) or np.linalg.det(affine[:3, :3]) == 0:
+            raise InputError(f"affine must be a finite invertible 4x4 matrix, got shape {affine.shape}", where)
+    if spacing_mm is not None:
+        spacing = np.asarray(spacing_mm, np.float64).reshape(-1)
+        if spacing.shape != (3,) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
+            raise InputError(f"spacing_mm must be 3 positive numbers, got {np.asarray(spacing_mm).tolist()}", where)
+        if affine is None:
+            affine = np.diag(list(spacing) + [1.0])
+        else:
+            norms = np.linalg.norm(affine[:3, :3], axis=0)
+            if np.any(np.abs(spacing - norms) > PIXDIM_TOLERANCE * norms):
+                raise InputError(f"spacing_mm {spacing.tolist()} disagrees with the affine's voxel size "
+                                 f"{np.round(norms, 4).tolist()} (more than 1 %)", where)
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    if np.issubdtype(a.dtype, np.floating) and not np.all(np.isfinite(a)):
+        raise InputError("the array has NaN or Inf voxels", where)
+    return CineInput(name=name, path=where, kind="array", cine_path=where, image=a, affine=affine,
+                     spacing_mm=spacing, frame_interval_s=None)
 
 
 def find_slice_axis(spacing_mm) -> int:
@@ -202,6 +236,7 @@ def check_cine(cine: CineInput, *, crop_mm: float) -> None:
     if constant.size:
         raise InputError(f"frame(s) {', '.join(str(int(k)) for k in constant[:10])} (0-based) are constant: "
                          "empty or missing frames", path)
+    _check_axes_not_swapped(cine)
     s = cine.spacing_mm
     lo, hi = INPLANE_MM_RANGE
     if not (lo <= s[0] <= hi and lo <= s[1] <= hi):
@@ -219,3 +254,24 @@ def check_cine(cine: CineInput, *, crop_mm: float) -> None:
         raise InputError(f"ED frame {cine.ed} outside [0, {t})", path)
     if cine.es is not None and not 0 <= cine.es < t:
         raise InputError(f"ES frame {cine.es} outside [0, {t})", path)
+
+
+def _check_axes_not_swapped(cine: CineInput) -> None:
+    """Refuse a cine whose 3rd and 4th axes look like time and slices instead of slices and time.
+
+    Neighbouring frames of a cine are alike (the heart moves a few mm between them), neighbouring slices differ
+    more (they are 5-10 mm apart through the heart). Both conditions must hold to refuse: fewer entries on the
+    4th axis than on the 3rd, and neighbours along the 4th axis more than 1.5x as different as along the 3rd.
+    """
+    image = cine.image
+    z, t = image.shape[2], image.shape[3]
+    if t >= z or z < 3:
+        return
+    step = max(1, image.shape[0] // 64)  # a subsample is enough to compare the two
+    sub = np.asarray(image[::step, ::step], np.float32)
+    along_t = float(np.mean(np.abs(np.diff(sub, axis=3))))
+    along_z = float(np.mean(np.abs(np.diff(sub, axis=2))))
+    if along_t > 1.5 * along_z:
+        raise InputError(f"the 3rd and 4th axes look swapped (shape {image.shape}: {z} 'slices' that change like "
+                         f"frames, {t} 'frames' that change like slices); store the cine as (X, Y, slices, "
+                         "time)", cine.cine_path)

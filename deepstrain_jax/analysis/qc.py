@@ -88,3 +88,34 @@ def cycle_closure_mm(u_forward_vox, u_backward_vox, spacing_mm, mask) -> dict:
     back = np.asarray(warp(u_b[None], u_f[None]))[0]
     r = np.linalg.norm((u_f + back) * np.asarray(spacing_mm, np.float32), axis=-1)[mask]
     return {"mean": float(r.mean()), "p95": float(np.percentile(r, 95))}
+
+
+MIN_SLICES = 5                 # fewer short-axis slices cannot hold a whole LV
+APEX_CAVITY_FRACTION = 0.5     # an apical end slice with this share of the largest cavity: the stack stops short
+
+
+def slice_coverage(labels_ed, *, base_first: bool) -> dict:
+    """Does the stack cover the LV from base to apex? From the ED labels ``(X, Y, Z)`` on the native grid.
+
+    Partial when the stack has fewer than :data:`MIN_SLICES` slices, or when the LV cavity on the apical end
+    slice is still at least :data:`APEX_CAVITY_FRACTION` of its largest cross-section (the stack stops before
+    the apex). The basal end is not judged: the most basal slices hold the outflow tract in most stacks.
+
+    Returns:
+      ``{"n_slices", "lv_slices", "apex_covered", "partial", "warnings"}``.
+    """
+    labels = np.asarray(labels_ed)
+    n = int(labels.shape[2])
+    cavity = (labels == 3).sum(axis=(0, 1)).astype(np.float64)
+    lv = np.flatnonzero(((labels == 2) | (labels == 3)).any(axis=(0, 1)))
+    apical_end = cavity[-1] if base_first else cavity[0]
+    apex_covered = bool(cavity.max() > 0 and apical_end < APEX_CAVITY_FRACTION * cavity.max())
+    warnings = []
+    if n < MIN_SLICES:
+        warnings.append(f"only {n} slice(s): the stack cannot cover the LV from base to apex; volumes, EF and mass "
+                        "are partial")
+    if not apex_covered:
+        warnings.append("the LV cavity is still large on the apical end slice: the stack stops before the apex; "
+                        "volumes, EF and mass are partial")
+    return {"n_slices": n, "lv_slices": int(lv.size), "apex_covered": apex_covered,
+            "partial": bool(warnings), "warnings": warnings}

@@ -3,15 +3,19 @@
 Schema ``deepstrain-jax/results`` version 1 (every key is always present; unknown values are ``null``):
 
 * ``schema``, ``schema_version``, ``software`` {name, version}, ``subject``.
-* ``input``: path, kind (``nifti`` / ``acdc``), cine file, shape ``[X, Y, Z, T]``, spacing_mm, affine (4x4),
-  frame_interval_s and its source (``option`` / ``header`` / ``heart_rate`` / null), slice_axis (of the file),
+* ``input``: path, kind (``nifti`` / ``acdc`` / ``ukbb`` / ``mnms`` / ``dicom`` / ``array``), cine file, shape
+  ``[X, Y, Z, T]``, spacing_mm, affine (4x4),
+  frame_interval_s and its source (``option`` / ``header`` / ``heart_rate`` / null) and a note when a given
+  heart rate overrode the header's interval (else null), slice_axis (of the file),
   slice_order (stored order: ``base_to_apex`` / ``apex_to_base``), its source (``option`` / ``sidecar`` /
   ``detected``) and the detection's relative heart-area slope, group (``Info.cfg``).
 * ``models``: per network (vcn may be null) its source, family, width, depth, input shape, parameter count.
 * ``options``: the :class:`~deepstrain_jax.pipeline.AnalysisOptions` used.
 * ``frames``: n, ed, es (0-based, cine order), their sources, time_s (frame k at ``k dt``; null without dt).
-* ``volumes``: LV/RV EDV, ESV, SV (mL), EF (%), LV mass (g, 1.05 g/mL), and ``curves_ml`` {lv, rv, myo} per frame,
-  from the segmentation on the native grid.
+* ``volumes``: LV/RV EDV, ESV, SV (mL), EF (%), LV mass (g, 1.05 g/mL), ``partial`` (true when the stack does
+  not cover the LV from base to apex: fewer than 5 slices, or a large cavity on the apical end slice; then the
+  volumes are of the covered part only), and ``curves_ml`` {lv, rv, myo} per frame, from the segmentation on
+  the native grid.
 * ``strain``: ``global_pct`` {radial, circumferential, longitudinal} per frame (Green-Lagrange, percent, mean
   over the ED myocardium); ``strain_rate_per_s`` (1/s of the fractional strain, null without dt); ``indices``
   per direction: ess_pct, peak_pct, time_to_peak_s, srs_per_s, time_srs_s, sre_per_s, time_sre_s (times from ED;
@@ -21,7 +25,7 @@ Schema ``deepstrain-jax/results`` version 1 (every key is always present; unknow
   or null when the segments could not be placed.
 * ``qc``: folded_fraction (det F <= 0 over the ED myocardium, all frames), its worst frame, det_f percentiles,
   cycle_closure_mm {mean, p95}, centre_source (``vcn`` / ``fov``), centre_vox, crop_overhang_fraction (of the
-  crop outside the field of view), warnings (list of strings).
+  crop outside the field of view), coverage {n_slices, lv_slices, apex_covered}, warnings (list of strings).
 * ``outputs``: file names written next to it.
 """
 
@@ -77,7 +81,7 @@ def _indices(curve, dt, ed: int, es: int) -> tuple[dict, list | None]:
 
 def build_results(*, cine, networks, options, grid, volumes, ed, es, ed_source, es_source, dt, dt_source,
                   slice_axis, slice_order, slice_order_source, slice_order_slope, centre, centre_source, folding,
-                  closure, legacy, warnings) -> dict:
+                  closure, legacy, warnings, frame_interval_note=None, coverage=None) -> dict:
     """Assemble the schema-1 dictionary (module docstring) from the pipeline's pieces."""
     import dataclasses
 
@@ -115,7 +119,8 @@ def build_results(*, cine, networks, options, grid, volumes, ed, es, ed_source, 
         "input": {"path": str(cine.path), "kind": cine.kind, "cine": str(cine.cine_path),
                   "shape": [int(s) for s in cine.image.shape], "spacing_mm": _list(cine.spacing_mm),
                   "affine": [_list(row) for row in cine.affine], "frame_interval_s": _f(dt),
-                  "frame_interval_source": dt_source, "slice_axis": int(slice_axis), "slice_order": slice_order,
+                  "frame_interval_source": dt_source, "frame_interval_note": frame_interval_note,
+                  "slice_axis": int(slice_axis), "slice_order": slice_order,
                   "slice_order_source": slice_order_source, "slice_order_slope": _f(slice_order_slope),
                   "group": cine.group},
         "models": networks.describe(),
@@ -125,6 +130,7 @@ def build_results(*, cine, networks, options, grid, volumes, ed, es, ed_source, 
         "volumes": {"lv_edv_ml": _f(v.lv_edv_ml), "lv_esv_ml": _f(v.lv_esv_ml), "lv_sv_ml": _f(v.lv_sv_ml),
                     "lv_ef_pct": _f(v.lv_ef_pct), "lv_mass_g": _f(v.lv_mass_g), "rv_edv_ml": _f(v.rv_edv_ml),
                     "rv_esv_ml": _f(v.rv_esv_ml), "rv_sv_ml": _f(v.rv_sv_ml), "rv_ef_pct": _f(v.rv_ef_pct),
+                    "partial": bool(coverage["partial"]) if coverage else False,
                     "curves_ml": {"lv": _list(v.lv_volume_ml), "rv": _list(v.rv_volume_ml),
                                   "myo": _list(v.myo_volume_ml)}},
         "strain": {"global_pct": {d: _list(c, 100.0) for d, c in curves.items()},
@@ -136,7 +142,10 @@ def build_results(*, cine, networks, options, grid, volumes, ed, es, ed_source, 
                "folded_fraction_worst_frame": _f(folding["folded_fraction_worst_frame"]),
                "worst_frame": folding["worst_frame"], "det_f": {k: _f(x) for k, x in folding["det_f"].items()},
                "cycle_closure_mm": {k: _f(x) for k, x in closure.items()}, "centre_source": centre_source,
-               "centre_vox": _list(centre), "crop_overhang_fraction": _f(overhang), "warnings": list(warnings)},
+               "centre_vox": _list(centre), "crop_overhang_fraction": _f(overhang),
+               "coverage": None if coverage is None else {k: coverage[k] for k in ("n_slices", "lv_slices",
+                                                                                   "apex_covered")},
+               "warnings": list(warnings)},
         "outputs": dict(OUTPUT_FILES),
     }
 

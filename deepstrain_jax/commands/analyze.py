@@ -1,7 +1,8 @@
 """Analyse cine MRI: segmentation, motion, strain, strain rate, AHA polar maps, volumes, QC and a report.
 
-INPUT is a 4D NIfTI cine (.nii / .nii.gz), an ACDC patient folder (Info.cfg gives ED, ES and the group), or a
-cohort folder holding those. One subject is written to OUT itself; a cohort to OUT/<subject>/ plus
+INPUT is one subject: a 4D NIfTI cine (.nii / .nii.gz), an ACDC patient folder (Info.cfg gives ED, ES and the
+group), a UK Biobank folder (<eid>/sa.nii.gz), an M&Ms folder (<id>/<id>_sa.nii.gz or <id>_SA_CINE.nii.gz; ED/ES
+from the M&Ms CSV when found), or a DICOM series folder; or a cohort folder holding those (down to three levels). One subject is written to OUT itself; a cohort to OUT/<subject>/ plus
 OUT/cohort.csv, skipping subjects already finished (re-run the same command to resume) and recording a failing
 subject's error while the others go on. Each subject folder appears complete or not at all.
 
@@ -20,6 +21,8 @@ Examples:
   deepstrain analyze patient001/ --out results/patient001
   deepstrain analyze cine_4d.nii.gz --out results/cine --heart-rate 62
   deepstrain analyze ACDC/training --out results/acdc
+  deepstrain analyze ukbb/1000123 --out results/1000123
+  deepstrain analyze dicom/study01 --out results/study01
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frame-interval-ms", type=float, metavar="MS",
                         help="time between frames (default: the NIfTI header's, else from --heart-rate)")
     parser.add_argument("--heart-rate", type=float, metavar="BPM",
-                        help="heart rate when the header has no frame interval (dt = 60 / (HR x frames))")
+                        help="heart rate (dt = 60 / (HR x frames)); wins over the header's frame interval, with a "
+                             "note in results.json")
     parser.add_argument("--slice-order", choices=("auto", "base-to-apex", "apex-to-base"), default="auto",
                         help="stored slice order (default: detected from the segmentation)")
     parser.add_argument("--centre", choices=("auto", "vcn", "fov"), default="auto",
@@ -79,7 +83,7 @@ def load_networks(args: argparse.Namespace, options):
 
 
 def run(args: argparse.Namespace) -> int:
-    from deepstrain_jax.analysis import cohort, inputs
+    from deepstrain_jax.analysis import cohort, discovery, inputs
     from deepstrain_jax.analysis.networks import enable_compilation_cache
     from deepstrain_jax.analysis.outputs import check_output_folder
     from deepstrain_jax.errors import InputError
@@ -91,10 +95,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_cache:
         enable_compilation_cache()
     source = Path(args.input)
-    if not source.exists():
-        raise InputError("no such file or folder", source)
-    if source.is_dir() and not inputs.is_patient_folder(source):
-        inputs.list_subjects(source)  # a folder without subjects fails before the models load
+    found = discovery.discover(source)  # what the path is; a path that is nothing fails before the models load
+    for path, why in found.skipped:
+        print(f"skipped {path}: {why}", file=sys.stderr)
+    if found.kind == "cohort":
         rows = cohort.run_cohort(source, args.out, networks=load_networks(args, options), options=options,
                                  overwrite=args.overwrite)
         failed = [r for r in rows if r.status == "failed"]
@@ -106,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
         return 0
     check_output_folder(args.out, overwrite=args.overwrite)
-    cine, _, _ = read_checked(source)  # bad input fails before the models load
+    cine, _, _ = read_checked(inputs.read_subject(found.subjects[0]))  # bad input fails before the models load
     result = analyze(cine, args.out, networks=load_networks(args, options), options=options,
                      overwrite=args.overwrite)
     r = result.results

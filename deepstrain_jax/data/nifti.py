@@ -9,7 +9,9 @@ Conventions:
 * ``affine``: the 4x4 voxel-to-world matrix nibabel selects (sform if its code is > 0, else qform, else a
   diagonal from the zooms), in mm: ``x_world = affine[:3, :3] @ index + affine[:3, 3]``.
 * ``spacing_mm``: the header zooms of the three spatial axes, in mm (``xyzt_units`` metre and micron are
-  converted; unknown spatial units are taken as mm, the NIfTI default in practice).
+  converted; unknown spatial units are taken as mm, the NIfTI default in practice). A header whose zooms
+  disagree with the affine's column norms by more than 1 % is not trusted silently: the affine's voxel size is
+  used (it is what places the voxels in the scanner for every viewer and tool) and ``warnings`` says so.
 * ``frame_interval_s``: ``pixdim[4]`` converted to seconds with the time unit of ``xyzt_units`` (``sec``,
   ``msec``, ``usec``); ``None`` when the file has no time axis, ``pixdim[4]`` is not a positive finite number,
   or the time unit is unknown or not a time (an unknown unit is ambiguous between ms and s, and ACDC-style
@@ -30,6 +32,7 @@ import numpy as np
 
 from deepstrain_jax.errors import InputError
 
+PIXDIM_TOLERANCE = 0.01  # relative disagreement between pixdim[1:4] and the affine's column norms
 _TIME_TO_S = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6}
 _SPACE_TO_MM = {"meter": 1e3, "mm": 1.0, "micron": 1e-3, "unknown": 1.0}
 
@@ -44,6 +47,7 @@ class NiftiData:
       spacing_mm: ``(3,)`` float64 spatial voxel size in mm per array axis.
       frame_interval_s: time between frames in seconds, or ``None`` when unknown.
       path: the file it came from.
+      warnings: what the reader noticed and how it resolved it (e.g. pixdim against the affine).
     """
 
     array: np.ndarray
@@ -51,6 +55,7 @@ class NiftiData:
     spacing_mm: np.ndarray
     frame_interval_s: float | None
     path: str
+    warnings: tuple[str, ...] = ()
 
 
 def _one_line(e: Exception) -> str:
@@ -116,8 +121,20 @@ def load_nifti(path: str | os.PathLike, ndim: int | None = None, allow_nonfinite
     affine[:3, :] *= to_mm
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) == 0:
         raise InputError("the voxel-to-world affine is singular or not finite", path)
+    warnings = []
+    norms = np.linalg.norm(affine[:3, :3], axis=0)
+    if np.any(np.abs(spacing - norms) > PIXDIM_TOLERANCE * norms):
+        # The affine places the voxels in the scanner (viewers, registration tools and the outputs use it);
+        # pixdim is a copy that tools rewrite. Trust the affine, and say so.
+        warnings.append(f"pixdim voxel size {_mm(spacing)} mm disagrees with the affine's {_mm(norms)} mm (more "
+                        f"than {100 * PIXDIM_TOLERANCE:g}%): the affine's is used")
+        spacing = norms
     return NiftiData(array=array, affine=affine, spacing_mm=spacing,
-                     frame_interval_s=_frame_interval_s(header, array.ndim), path=path)
+                     frame_interval_s=_frame_interval_s(header, array.ndim), path=path, warnings=tuple(warnings))
+
+
+def _mm(v) -> str:
+    return " x ".join(f"{x:.4g}" for x in v)
 
 
 def load_cine(path: str | os.PathLike) -> NiftiData:
