@@ -62,8 +62,8 @@ class AnalysisOptions:
         centring, and the original's strain numbers added to the results (``legacy_strain``).
       inplane_mm: in-plane voxel size of the network grid.
       displacement: the grid of ``displacement.nii.gz``: ``"network"`` (default: the 1.25 mm network grid the
-        motion was estimated on, with its own affine; a few MB), ``"native"`` (the input's grid: large, about
-        0.5 GB for a 512 x 512 x 20 x 30 cine) or ``"none"`` (not written).
+        motion was estimated on, with its own affine; 80 MB for 30 frames), ``"native"`` (the input's grid:
+        large, 0.45 GB for a 512 x 512 x 20 x 30 cine) or ``"none"`` (not written).
     """
 
     ed: int | None = None

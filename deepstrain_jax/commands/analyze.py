@@ -2,9 +2,9 @@
 
 INPUT is one subject: a 4D NIfTI cine (.nii / .nii.gz), an ACDC patient folder (Info.cfg gives ED, ES and the
 group), a UK Biobank folder (<eid>/sa.nii.gz), an M&Ms folder (<id>/<id>_sa.nii.gz or <id>_SA_CINE.nii.gz; ED/ES
-from the M&Ms CSV when found), or a DICOM series folder; or a cohort folder holding those (down to three levels). One subject is written to OUT itself; a cohort to OUT/<subject>/ plus
-OUT/cohort.csv, skipping subjects already finished (re-run the same command to resume) and recording a failing
-subject's error while the others go on. Each subject folder appears complete or not at all.
+from the M&Ms CSV when found), or a DICOM series folder; or a cohort folder holding those (down to three levels).
+One subject is written to OUT itself; a cohort to OUT/<subject>/ plus OUT/cohort.csv, skipping subjects already
+finished (re-run the same command to resume) and recording a failing subject's error while the others go on. Each subject folder appears complete or not at all.
 
 Outputs per subject: segmentation.nii.gz, displacement.nii.gz (world mm; on the network grid unless
 --displacement native), strain_{radial,circumferential,longitudinal}.nii.gz, results.json, curves.csv,
@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the original's choices: dipy-style resampling, FOV centring, its strain added")
     parser.add_argument("--displacement", choices=("network", "native", "none"), default="network",
                         help="grid of displacement.nii.gz: the 1.25 mm network grid it was estimated on (default, "
-                             "a few MB), the input's grid (native: large), or none")
+                             "about 80 MB for 30 frames), the input's grid (native: large), or none")
     parser.add_argument("--pair-batch", type=int, default=2, metavar="B", help="CarMEN pairs per call (default 2)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--no-cache", action="store_true", help="do not use the persistent compilation cache")
