@@ -4,7 +4,8 @@ INPUT is one subject: a 4D NIfTI cine (.nii / .nii.gz), an ACDC patient folder (
 group), a UK Biobank folder (<eid>/sa.nii.gz), an M&Ms folder (<id>/<id>_sa.nii.gz or <id>_SA_CINE.nii.gz; ED/ES
 from the M&Ms CSV when found), or a DICOM series folder; or a cohort folder holding those (down to three levels).
 One subject is written to OUT itself; a cohort to OUT/<subject>/ plus OUT/cohort.csv, skipping subjects already
-finished (re-run the same command to resume) and recording a failing subject's error while the others go on. Each subject folder appears complete or not at all.
+finished (re-run the same command to resume) and recording a failing subject's error while the others go on.
+Each subject folder appears complete or not at all.
 
 Outputs per subject: segmentation.nii.gz, displacement.nii.gz (world mm; on the network grid unless
 --displacement native), strain_{radial,circumferential,longitudinal}.nii.gz, results.json, curves.csv,
