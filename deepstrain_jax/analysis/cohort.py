@@ -72,25 +72,55 @@ def write_cohort_csv(path: Path, rows: list[CohortRow]) -> None:
 
 
 class Progress:
-    """``[k/n] subject: status (s)`` lines on stderr, with elapsed time and ETA."""
+    """``[k/n] subject: status (s)`` lines on stderr, with elapsed time and an ETA from the subjects analysed so
+    far (skipped ones cost nothing), and a closing :meth:`summary`."""
 
     def __init__(self, total: int, stream=None):
-        self.total, self.done, self.start = total, 0, time.perf_counter()
+        self.total, self.done, self.worked, self.start = total, 0, 0, time.perf_counter()
+        self.counts = {"done": 0, "skipped": 0, "failed": 0}
         self.stream = sys.stderr if stream is None else stream
 
     def __call__(self, row: CohortRow) -> None:
         self.done += 1
+        self.counts[row.status] = self.counts.get(row.status, 0) + 1
+        self.worked += row.status != "skipped"
         elapsed = time.perf_counter() - self.start
-        eta = elapsed / self.done * (self.total - self.done)
+        left = self.total - self.done
+        eta = f"ETA {elapsed / self.worked * left:.0f} s" if self.worked else "ETA -"
         what = row.status if row.status != "failed" else f"FAILED: {row.error}"
         took = "" if row.seconds is None else f" in {row.seconds:.1f} s"
-        print(f"[{self.done}/{self.total}] {row.subject}: {what}{took} (elapsed {elapsed:.0f} s, "
-              f"ETA {eta:.0f} s)", file=self.stream, flush=True)
+        print(f"[{self.done}/{self.total}] {row.subject}: {what}{took} (elapsed {elapsed:.0f} s, {eta})",
+              file=self.stream, flush=True)
+
+    def summary(self) -> str:
+        """One line: counts by status, wall time, and analysed subjects per minute."""
+        elapsed = time.perf_counter() - self.start
+        rate = 60.0 * self.worked / elapsed if elapsed > 0 else 0.0
+        return (f"{self.counts['done']} analysed, {self.counts['skipped']} already done, {self.counts['failed']} "
+                f"failed, in {elapsed:.0f} s ({rate:.2f} subjects/min)")
+
+
+def analyze_subject(subject, target: Path, get_networks: Callable, options) -> CohortRow:
+    """Read and analyse one subject into ``target`` (all or nothing); its own failures become a failed row."""
+    from deepstrain_jax.analysis import inputs
+    from deepstrain_jax.pipeline import analyze
+
+    t0 = time.perf_counter()
+    try:
+        result = analyze(inputs.read_subject(subject), target, networks=get_networks(), options=options,
+                         overwrite=True)
+        return CohortRow(subject.name, "done", results=result.results, seconds=time.perf_counter() - t0)
+    except InputError as e:
+        return CohortRow(subject.name, "failed", error=str(e), seconds=time.perf_counter() - t0)
+    except Exception as e:  # noqa: BLE001 - one subject's crash must not stop a cohort
+        return CohortRow(subject.name, "failed", error=f"{type(e).__name__}: {' '.join(str(e).split())}",
+                         seconds=time.perf_counter() - t0)
 
 
 def run_cohort(folder: str | os.PathLike, out: str | os.PathLike, *, networks=None, options=None,
                overwrite: bool = False, progress: Callable[[CohortRow], None] | None = None) -> list[CohortRow]:
-    """Analyse every subject of ``folder`` into ``out/<subject>/`` (module docstring).
+    """Analyse every subject of ``folder`` into ``out/<subject>/``, one after the other in this process (module
+    docstring; :func:`deepstrain_jax.analysis.distributed.analyze_cohort` is the same on Dask workers).
 
     Args:
       folder: the cohort folder; out: the output root (created).
@@ -101,11 +131,11 @@ def run_cohort(folder: str | os.PathLike, out: str | os.PathLike, *, networks=No
     Returns:
       the rows written to ``out/cohort.csv``.
     Raises:
-      InputError: the cohort folder has no subject, or ``out`` cannot be written.
+      InputError: the cohort folder has no subject, ``out`` cannot be written or is being written by another
+        process.
     """
     from deepstrain_jax.analysis import inputs
-    from deepstrain_jax.analysis.networks import check_networks
-    from deepstrain_jax.io.atomic import claim
+    from deepstrain_jax.analysis.networks import Networks, check_networks
     from deepstrain_jax.pipeline import AnalysisOptions
 
     check_type("run_cohort", "folder", folder, (str, os.PathLike), "a cohort folder path")
@@ -115,49 +145,49 @@ def run_cohort(folder: str | os.PathLike, out: str | os.PathLike, *, networks=No
     if progress is not None and not callable(progress):
         raise TypeError(f"run_cohort(): progress must be a callable taking a CohortRow, got {type(progress).__name__}")
     subjects = inputs.list_subjects(folder)
-    out = Path(out)
-    with claim(out):  # one cohort run per output folder; subject folders are claimed one by one inside
-        return _run_claimed(folder, subjects, out, networks, options, overwrite, progress)
-
-
-def _run_claimed(folder, subjects, out: Path, networks, options, overwrite, progress) -> list[CohortRow]:
-    from deepstrain_jax.analysis import inputs
-    from deepstrain_jax.analysis.networks import Networks
-    from deepstrain_jax.io.atomic import remove_stale
-    from deepstrain_jax.pipeline import AnalysisOptions, analyze
-
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        write_cohort_csv(out / "cohort.csv", [])
-    except OSError as e:
-        raise InputError(f"cannot write the output folder ({e.strerror or e})", out) from None
-    remove_stale(out)  # subject folders half-written by a killed run
     options = options or AnalysisOptions()
-    progress = progress or Progress(len(subjects))
+    loaded = [networks]
+
+    def get_networks():
+        if loaded[0] is None:
+            loaded[0] = Networks.load(use_vcn=options.use_vcn)
+        return loaded[0]
+
+    def serial(subjects, out, names, rows, progress):
+        for i, subject in enumerate(subjects):
+            if rows[i] is None:
+                rows[i] = analyze_subject(subject, out / names[i], get_networks, options)
+                write_cohort_csv(out / "cohort.csv", [r for r in rows if r is not None])
+                progress(rows[i])
+
+    return run_subjects(subjects, Path(out), serial, overwrite=overwrite, progress=progress)
+
+
+def run_subjects(subjects: list, out: Path, runner: Callable, *, overwrite: bool = False,
+                 progress: Callable[[CohortRow], None] | None = None) -> list[CohortRow]:
+    """The client side of a cohort run, whatever runs the subjects: claim ``out``, remove temporary folders of
+    killed runs, refuse clashing names, skip finished subjects, then ``runner(subjects, out, names, rows,
+    progress)`` fills the missing rows (writing ``cohort.csv`` as they come). Returns the rows in subject order."""
+    from deepstrain_jax.io.atomic import claim, remove_stale
+
     names = [subject.name for subject in subjects]
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
-        raise InputError(f"subjects with the same name {dup} would share an output folder", folder)
-    rows = []
-    for subject, name in zip(subjects, names):
-        target = out / name
-        done = None if overwrite else finished_results(target)
-        if done is not None:
-            row = CohortRow(name, "skipped", results=done)
-        else:
-            t0 = time.perf_counter()
-            try:
-                if networks is None:
-                    networks = Networks.load(use_vcn=options.use_vcn)
-                result = analyze(inputs.read_subject(subject), target, networks=networks, options=options,
-                                 overwrite=True)
-                row = CohortRow(name, "done", results=result.results, seconds=time.perf_counter() - t0)
-            except InputError as e:
-                row = CohortRow(name, "failed", error=str(e), seconds=time.perf_counter() - t0)
-            except Exception as e:  # noqa: BLE001 - one subject's crash must not stop a cohort
-                row = CohortRow(name, "failed", error=f"{type(e).__name__}: {' '.join(str(e).split())}",
-                                seconds=time.perf_counter() - t0)
-        rows.append(row)
-        write_cohort_csv(out / "cohort.csv", rows)
-        progress(row)
+        raise InputError(f"subjects with the same name {dup} would share an output folder", out)
+    progress = progress or Progress(len(subjects))
+    with claim(out):  # one cohort run per output folder; subject folders are claimed one by one inside
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            write_cohort_csv(out / "cohort.csv", [])
+        except OSError as e:
+            raise InputError(f"cannot write the output folder ({e.strerror or e})", out) from None
+        remove_stale(out)  # subject folders half-written by a killed run
+        rows: list = [None] * len(subjects)
+        for i, name in enumerate(names):
+            done = None if overwrite else finished_results(out / name)
+            if done is not None:
+                rows[i] = CohortRow(name, "skipped", results=done)
+                progress(rows[i])
+        write_cohort_csv(out / "cohort.csv", [r for r in rows if r is not None])
+        runner(subjects, out, names, rows, progress)
     return rows

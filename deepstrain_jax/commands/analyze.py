@@ -58,6 +58,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "about 80 MB for 30 frames), the input's grid (native: large), or none")
     parser.add_argument("--pair-batch", type=int, default=2, metavar="B", help="CarMEN pairs per call (default 2)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    dask = parser.add_argument_group("cohorts on Dask (pip install -e .[dask]; SLURM: .[slurm])")
+    dask.add_argument("--workers", type=int, metavar="N",
+                      help="analyse a cohort's subjects on a local Dask cluster of N single-threaded worker processes "
+                           "(one per GPU when GPUs are present)")
+    dask.add_argument("--scheduler", metavar="ADDRESS", help="run on an existing Dask scheduler (tcp://host:8786)")
+    dask.add_argument("--slurm", metavar="CONFIG.yaml",
+                      help="start workers through SLURM: a YAML of dask_jobqueue.SLURMCluster arguments plus 'jobs'")
+    dask.add_argument("--retries", type=int, default=2, metavar="K",
+                      help="worker deaths a subject may cause before it is recorded as failed (default 2)")
     parser.add_argument("--no-cache", action="store_true", help="do not use the persistent compilation cache")
 
 
@@ -83,6 +92,23 @@ def load_networks(args: argparse.Namespace, options):
                          pair_batch=args.pair_batch)
 
 
+def _run_on_dask(args, options, source, progress):
+    from deepstrain_jax.analysis import distributed as dist
+
+    specs = dist.ModelSpecs(vcn=args.vcn, carson=args.carson, carmen=args.carmen, use_vcn=options.use_vcn,
+                            pair_batch=args.pair_batch)
+    client = dist.make_client(workers=args.workers, scheduler=args.scheduler, slurm=args.slurm,
+                              allowed_failures=args.retries)
+    try:
+        return dist.analyze_cohort(source, args.out, client=client, specs=specs, options=options,
+                                   overwrite=args.overwrite, progress=progress)
+    finally:
+        cluster = client.cluster if args.workers or args.slurm else None
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
 def run(args: argparse.Namespace) -> int:
     from deepstrain_jax.analysis import cohort, discovery, inputs
     from deepstrain_jax.analysis.networks import enable_compilation_cache
@@ -100,11 +126,14 @@ def run(args: argparse.Namespace) -> int:
     for path, why in found.skipped:
         print(f"skipped {path}: {why}", file=sys.stderr)
     if found.kind == "cohort":
-        rows = cohort.run_cohort(source, args.out, networks=load_networks(args, options), options=options,
-                                 overwrite=args.overwrite)
+        progress = cohort.Progress(len(found.subjects))
+        if args.workers or args.scheduler or args.slurm:
+            rows = _run_on_dask(args, options, source, progress)
+        else:
+            rows = cohort.run_cohort(source, args.out, networks=load_networks(args, options), options=options,
+                                     overwrite=args.overwrite, progress=progress)
         failed = [r for r in rows if r.status == "failed"]
-        print(f"{len(rows) - len(failed)} of {len(rows)} subjects analysed; summary in "
-              f"{Path(args.out) / 'cohort.csv'}")
+        print(f"{progress.summary()}; table in {Path(args.out) / 'cohort.csv'}")
         if failed:
             print(f"deepstrain analyze: {len(failed)} subject(s) failed: "
                   f"{', '.join(r.subject for r in failed)} (errors in cohort.csv)", file=sys.stderr)
