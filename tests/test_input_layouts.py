@@ -121,9 +121,20 @@ def test_pixdim_that_disagrees_with_the_affine_is_not_trusted(tmp_path):
     image = np.random.default_rng(0).uniform(0, 9, (8, 8, 3, 4)).astype(np.float32)
     path = _nifti(tmp_path / "c.nii.gz", image, np.diag([1.44, 1.44, 8.0, 1.0]), pixdim=(2.0, 2.0, 8.0))
     assert nib.load(path).header.get_zooms()[:3] == (2.0, 2.0, 8.0)  # the file really disagrees with itself
-    data = load_cine(path)
+    data = load_cine(path, geometry="checked")  # what analyze reads with
     np.testing.assert_allclose(data.spacing_mm, [1.44, 1.44, 8.0], rtol=1e-6)
     assert len(data.warnings) == 1 and "pixdim voxel size 2 x 2 x 8 mm disagrees with the affine" in data.warnings[0]
+    assert "the affine's is used" in data.warnings[0]
+    # The training readers keep pixdim (and say so).
+    legacy = load_cine(path)
+    np.testing.assert_allclose(legacy.spacing_mm, [2.0, 2.0, 8.0]) and "pixdim's is used" in legacy.warnings[0]
+    # An affine with no voxel scaling (unit columns, as the sform of the original ACDC files) only orients: pixdim
+    # gives the size and the affine is rescaled to it.
+    acdc_like = _nifti(tmp_path / "a.nii.gz", image, np.diag([-1.0, -1.0, 1.0, 1.0]), pixdim=(1.5625, 1.5625, 10.0))
+    data = load_cine(acdc_like, geometry="checked")
+    np.testing.assert_allclose(data.spacing_mm, [1.5625, 1.5625, 10.0], rtol=1e-6)
+    np.testing.assert_allclose(data.affine[:3, :3], np.diag([-1.5625, -1.5625, 10.0]), rtol=1e-6)
+    assert "no voxel scaling" in data.warnings[0]
 
 
 def test_swapped_time_and_slice_axes_are_refused(tmp_path, capsys):

@@ -158,8 +158,8 @@ def test_a_writer_killed_mid_write_leaves_a_partial_that_the_next_run_removes(ph
     (lambda p, n: analyze(p, options="fast"), r"analyze\(\): options must be an AnalysisOptions or None, got str"),
     (lambda p, n: analyze(p, networks="shipped"), r"networks must be a Networks object .*got str 'shipped'; load "
                                                   r"models with Networks.load"),
-    (lambda p, n: analyze(np.zeros((4, 4, 4, 3)), networks=n), r"source must be a path .*got numpy.ndarray of "
-                                                                r"shape \(4, 4, 4, 3\)"),
+    (lambda p, n: analyze([[1.0, 2.0]], networks=n), r"source must be a path .*numpy array, got list"),
+    (lambda p, n: analyze(p, networks=n, spacing_mm=(1, 1, 8)), r"spacing_mm, affine and name go with an array"),
     (lambda p, n: analyze(p, 7, networks=n), r"out must be an output folder path or None, got int 7"),
     (lambda p, n: analyze(p, options=AnalysisOptions(), es=3), r"not both"),
     (lambda p, n: analyze(p, es="10"), r"AnalysisOptions\(\): es must be a 0-based frame index \(int\) or None"),

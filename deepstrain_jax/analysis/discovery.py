@@ -74,6 +74,11 @@ class Discovery:
     skipped: tuple[tuple[Path, str], ...] = ()
 
 
+def _name(folder: Path) -> str:
+    """A folder's name as the user wrote it (``.`` and ``..`` made absolute; symbolic links not followed)."""
+    return Path(os.path.abspath(folder)).name
+
+
 def is_nifti_name(path: str | os.PathLike) -> bool:
     return os.fspath(path).lower().endswith(NIFTI_SUFFIXES)
 
@@ -116,7 +121,7 @@ def _nifti_subject(path: Path, metadata: dict) -> Subject:
     if is_label_file(path):
         raise InputError("is a label map (segmentation / ground truth), not a cine", path)
     if path.name.lower() == _UKBB_CINE:
-        return Subject(path.parent.resolve().name, path, "ukbb")
+        return Subject(_name(path.parent), path, "ukbb")
     if _UKBB_LONG_AXIS.match(path.name):
         raise InputError("is a long-axis cine (UK Biobank la_*): only short-axis stacks are analysed for now", path)
     m = _MNMS_CINE.match(path.name)
@@ -129,9 +134,9 @@ def _nifti_subject(path: Path, metadata: dict) -> Subject:
 def _folder_subject(folder: Path, metadata: dict) -> Subject | None:
     """The subject a folder is by itself, or ``None`` (then it may be a cohort)."""
     if is_acdc_folder(folder):
-        return Subject(folder.resolve().name, folder, "acdc")
+        return Subject(_name(folder), folder, "acdc")
     if (folder / _UKBB_CINE).is_file():
-        return Subject(folder.resolve().name, folder / _UKBB_CINE, "ukbb")
+        return Subject(_name(folder), folder / _UKBB_CINE, "ukbb")
     cine = _mnms_cine(folder)
     if cine is not None:
         meta = metadata.get(folder.name, {})
@@ -141,13 +146,13 @@ def _folder_subject(folder: Path, metadata: dict) -> Subject | None:
     if any(is_nifti_name(p) for p in files):
         return None
     if _has_dicom(files):
-        return Subject(folder.resolve().name, folder, "dicom")
+        return Subject(_name(folder), folder, "dicom")
     # One study exported as a folder per series (the reader picks the cine among them): two or more sub-folders
     # of DICOM files, all of one StudyInstanceUID. Sub-folders of different studies (or a single one) are a
     # cohort.
     uids = [u for u in (_study_uid(p) for p in entries if p.is_dir()) if u is not None]
     if len(uids) >= 2 and len(set(uids)) == 1 and uids[0]:
-        return Subject(folder.resolve().name, folder, "dicom")
+        return Subject(_name(folder), folder, "dicom")
     return None
 
 

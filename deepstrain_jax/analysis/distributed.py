@@ -11,9 +11,10 @@ Workers:
 * each process loads and compiles the networks once and keeps them (:func:`worker_networks`, a per-process
   cache keyed by the model specs), with JAX's persistent compilation cache on, so a worker pays the start-up once
   and a restarted worker mostly reads compiled programs from disk;
-* local workers get one Dask thread each, with OpenMP, BLAS and Eigen single-threaded (:func:`worker_env`; XLA's
-  intra-op pool keeps its size, so the numbers are those of the one-process runner to the byte); with GPUs present (``nvidia-smi -L``) :func:`make_client` starts one worker per
-  device instead, each seeing only its own (``CUDA_VISIBLE_DEVICES``);
+* local workers get one Dask thread each, with OpenMP, BLAS and Eigen single-threaded (:func:`worker_env`;
+  XLA's intra-op pool keeps its size, so the numbers are those of the one-process runner to the byte); with
+  GPUs present (``nvidia-smi -L``) :func:`make_client` starts one worker per device instead, each seeing only
+  its own (``CUDA_VISIBLE_DEVICES``; not exercised here: no GPU in this project's CI);
 * a subject's folder is written all-or-nothing by the worker itself (:func:`deepstrain_jax.analysis.outputs`),
   so a worker that dies mid-subject leaves only a temporary ``.NAME.p<pid>h<host>.*.partial`` folder, removed
   when the subject is retried (the dead owner is detected) or on the next run. The scheduler reassigns the task

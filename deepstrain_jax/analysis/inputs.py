@@ -111,7 +111,7 @@ def read_subject(subject: discovery.Subject) -> CineInput:
         cine_path = path / f"{name}_4d.nii.gz"
         if not cine_path.is_file():
             raise InputError(f"missing cine {cine_path.name}", path)
-        data = nifti.load_cine(cine_path)
+        data = nifti.load_cine(cine_path, geometry="checked")
         if data.array.shape[3] != info.nb_frame:
             raise InputError(f"NbFrame = {info.nb_frame} in Info.cfg but the cine has {data.array.shape[3]} "
                              "frames", cine_path)
@@ -132,7 +132,7 @@ def read_subject(subject: discovery.Subject) -> CineInput:
 
         data = dicom.read_dicom_cine(path)
     else:
-        data = nifti.load_cine(path)
+        data = nifti.load_cine(path, geometry="checked")
     return CineInput(name=subject.name, path=os.fspath(path), kind=subject.kind, cine_path=os.fspath(path),
                      image=data.array, affine=data.affine, spacing_mm=data.spacing_mm,
                      frame_interval_s=data.frame_interval_s, ed=subject.ed, es=subject.es, group=subject.group,

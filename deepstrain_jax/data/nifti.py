@@ -10,8 +10,10 @@ Conventions:
   diagonal from the zooms), in mm: ``x_world = affine[:3, :3] @ index + affine[:3, 3]``.
 * ``spacing_mm``: the header zooms of the three spatial axes, in mm (``xyzt_units`` metre and micron are
   converted; unknown spatial units are taken as mm, the NIfTI default in practice). A header whose zooms
-  disagree with the affine's column norms by more than 1 % is not trusted silently: the affine's voxel size is
-  used (it is what places the voxels in the scanner for every viewer and tool) and ``warnings`` says so.
+  disagree with the affine's column norms by more than 1 % is never trusted silently: ``warnings`` says so, and
+  with ``geometry="checked"`` (what `deepstrain analyze` reads with) an affine with unit columns (no voxel
+  scaling, as the sform of the original ACDC files) is rescaled to pixdim, while any other affine wins over
+  pixdim (it is what places the voxels in the scanner for every viewer and tool).
 * ``frame_interval_s``: ``pixdim[4]`` converted to seconds with the time unit of ``xyzt_units`` (``sec``,
   ``msec``, ``usec``); ``None`` when the file has no time axis, ``pixdim[4]`` is not a positive finite number,
   or the time unit is unknown or not a time (an unknown unit is ambiguous between ms and s, and ACDC-style
@@ -73,7 +75,8 @@ def _frame_interval_s(header, ndim: int) -> float | None:
     return dt * _TIME_TO_S[time_unit]
 
 
-def load_nifti(path: str | os.PathLike, ndim: int | None = None, allow_nonfinite: bool = False) -> NiftiData:
+def load_nifti(path: str | os.PathLike, ndim: int | None = None, allow_nonfinite: bool = False,
+               geometry: str = "pixdim") -> NiftiData:
     """Load a NIfTI-1/2 file (``.nii`` or ``.nii.gz``) into memory with its geometry.
 
     Args:
@@ -81,6 +84,9 @@ def load_nifti(path: str | os.PathLike, ndim: int | None = None, allow_nonfinite
       ndim: required number of array dimensions (3 or 4), or ``None`` for either. Trailing axes of size 1
         beyond ``ndim`` are dropped (a 3D volume is often stored as ``(X, Y, Z, 1)``).
       allow_nonfinite: accept NaN/Inf voxels (floating-point files only); by default they raise.
+      geometry: when pixdim and the affine disagree by more than 1 %: ``"pixdim"`` keeps pixdim (the training
+        readers' convention) and ``"checked"`` resolves it as the analysis does (module docstring); either way
+        ``warnings`` says so.
     Returns:
       :class:`NiftiData`.
     Raises:
@@ -121,25 +127,39 @@ def load_nifti(path: str | os.PathLike, ndim: int | None = None, allow_nonfinite
     affine[:3, :] *= to_mm
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) == 0:
         raise InputError("the voxel-to-world affine is singular or not finite", path)
-    warnings = []
-    norms = np.linalg.norm(affine[:3, :3], axis=0)
-    if np.any(np.abs(spacing - norms) > PIXDIM_TOLERANCE * norms):
-        # The affine places the voxels in the scanner (viewers, registration tools and the outputs use it);
-        # pixdim is a copy that tools rewrite. Trust the affine, and say so.
-        warnings.append(f"pixdim voxel size {_mm(spacing)} mm disagrees with the affine's {_mm(norms)} mm (more "
-                        f"than {100 * PIXDIM_TOLERANCE:g}%): the affine's is used")
-        spacing = norms
+    spacing, affine, warnings = _resolve_geometry(spacing, affine, geometry)
     return NiftiData(array=array, affine=affine, spacing_mm=spacing,
                      frame_interval_s=_frame_interval_s(header, array.ndim), path=path, warnings=tuple(warnings))
+
+
+def _resolve_geometry(spacing, affine, geometry: str):
+    """``(spacing, affine, warnings)`` when pixdim and the affine's column norms disagree (module docstring)."""
+    norms = np.linalg.norm(affine[:3, :3], axis=0)
+    if not np.any(np.abs(spacing - norms) > PIXDIM_TOLERANCE * norms):
+        return spacing, affine, []
+    what = f"pixdim voxel size {_mm(spacing)} mm disagrees with the affine's {_mm(norms)} mm (more than " \
+           f"{100 * PIXDIM_TOLERANCE:g}%)"
+    if geometry == "pixdim":
+        return spacing, affine, [f"{what}: pixdim's is used"]
+    if np.allclose(norms, 1.0, atol=1e-3):
+        # An affine without voxel scaling (unit columns: e.g. the sform of the original ACDC files) only orients
+        # the grid; pixdim carries the voxel size. The affine is rescaled to it.
+        fixed = affine.copy()
+        fixed[:3, :3] = affine[:3, :3] / norms * spacing
+        return spacing, fixed, [f"{what}: the affine has no voxel scaling (unit columns), so pixdim's is used and "
+                                "the affine rescaled"]
+    # Otherwise the affine places the voxels in the scanner for every viewer and tool; pixdim is a copy that
+    # tools rewrite. Trust the affine, and say so.
+    return norms, affine, [f"{what}: the affine's is used"]
 
 
 def _mm(v) -> str:
     return " x ".join(f"{x:.4g}" for x in v)
 
 
-def load_cine(path: str | os.PathLike) -> NiftiData:
+def load_cine(path: str | os.PathLike, geometry: str = "pixdim") -> NiftiData:
     """Load a 4D cine ``(X, Y, Z, T)``: :func:`load_nifti` with ``ndim=4``."""
-    return load_nifti(path, ndim=4)
+    return load_nifti(path, ndim=4, geometry=geometry)
 
 
 def load_volume(path: str | os.PathLike) -> NiftiData:
