@@ -257,10 +257,15 @@ def test_carson_outputs_probabilities(small_carson):
 
 
 def test_same_variables_and_input_give_identical_output(small_carson):
+    """Two separately built and compiled networks, fed copies of the same variables and input, agree bit for bit
+    (no hidden state or randomness at inference), and the output does depend on the input."""
     variables, apply = small_carson
-    x = jax.random.normal(jax.random.key(3), (2, 16, 16, 1))
-    f = jax.jit(apply)
-    np.testing.assert_array_equal(np.asarray(f(variables, x)), np.asarray(f(variables, x)))
+    _, apply2 = build({"name": "carson", "family": "v2", "gf": 4, "depth": 3})
+    x = np.asarray(jax.random.normal(jax.random.key(3), (2, 16, 16, 1)))
+    a = np.asarray(jax.jit(apply)(variables, x))
+    b = np.asarray(jax.jit(apply2)(jax.tree_util.tree_map(np.array, variables), x.copy()))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, np.asarray(jax.jit(apply)(variables, x[::-1].copy())))
 
 
 def test_jit_matches_no_jit():
