@@ -64,6 +64,9 @@ class AnalysisOptions:
       displacement: the grid of ``displacement.nii.gz``: ``"network"`` (default: the 1.25 mm network grid the
         motion was estimated on, with its own affine; 80 MB for 30 frames), ``"native"`` (the input's grid:
         large, 0.45 GB for a 512 x 512 x 20 x 30 cine) or ``"none"`` (not written).
+      itk_displacement: also write ``displacement_itk/frame_TTT.nii.gz``, one 3D displacement field per frame in
+        the ITK convention (LPS components) that ITK, ANTs and Slicer load as a transform, on the grid of
+        ``displacement`` (the network grid when that is ``"none"``).
     """
 
     ed: int | None = None
@@ -75,6 +78,7 @@ class AnalysisOptions:
     legacy: bool = False
     inplane_mm: float = 1.25
     displacement: str = "network"
+    itk_displacement: bool = False
 
     def __post_init__(self):
         for name in ("ed", "es"):
@@ -85,6 +89,7 @@ class AnalysisOptions:
                        "a positive number or None")
         check_type("AnalysisOptions", "inplane_mm", self.inplane_mm, (int, float, np.number), "a positive number")
         check_type("AnalysisOptions", "legacy", self.legacy, (bool, np.bool_), "True or False")
+        check_type("AnalysisOptions", "itk_displacement", self.itk_displacement, (bool, np.bool_), "True or False")
         for name, allowed in (("slice_order", SLICE_ORDERS), ("centre", CENTRES),
                               ("displacement", DISPLACEMENT_GRIDS)):
             check_type("AnalysisOptions", name, getattr(self, name), (str,), f"one of {allowed}")

@@ -81,12 +81,14 @@ def test_results_json_schema_and_csvs(analysed):
     assert d["input"]["kind"] == "acdc" and d["input"]["slice_order_source"] == "sidecar"
     assert d["frames"]["n"] == 6 and d["frames"]["ed_source"] == "info_cfg"
     curves = (out / "curves.csv").read_text().splitlines()
-    assert len(curves) == 1 + 6 and curves[0].startswith("frame,time_s,lv_volume_ml")
+    assert len(curves) == 1 + 6 and curves[0].startswith("subject,frame,time_s,lv_volume_ml")
     row = curves[1 + d["frames"]["es"]].split(",")
-    assert float(row[6]) == pytest.approx(d["strain"]["global_pct"]["circumferential"][d["frames"]["es"]],
+    assert row[0] == "patient001" and int(row[1]) == d["frames"]["es"]
+    assert float(row[7]) == pytest.approx(d["strain"]["global_pct"]["circumferential"][d["frames"]["es"]],
                                           rel=1e-5)
     aha = (out / "aha_segments.csv").read_text().splitlines()
-    assert len(aha) == 18 and aha[1].startswith("1,basal anterior")
+    assert len(aha) == 18 and aha[0].startswith("subject,segment,name")
+    assert aha[1].startswith("patient001,1,basal anterior")
     html = (out / "report.html").read_text()
     assert "patient001" in html and "data:image/png;base64," in html and "http" not in html
 

@@ -14,6 +14,9 @@ Files (names in :data:`deepstrain_jax.analysis.results.OUTPUT_FILES`):
 
 The native-grid maps are computed and written one frame at a time
 (:class:`deepstrain_jax.data.nifti.FrameWriter`), so memory grows with the image size, not with frames x size.
+* ``segmentation_labels.txt``: the label names and colours for ITK-SNAP (Segmentation > Import Label
+  Descriptions);
+* ``displacement_itk/frame_TTT.nii.gz`` (``--itk-displacement``): one ITK/ANTs displacement field per frame;
 * ``results.json`` (schema in :mod:`deepstrain_jax.analysis.results`), ``curves.csv`` (one row per frame: time,
   volumes, global strain and strain rate), ``aha_segments.csv`` (one row per segment: voxels and ESS);
 * ``polar_map.png`` (circumferential, radial and longitudinal ESS bull's-eyes side by side, one PNG),
@@ -89,6 +92,51 @@ def _write_displacement(path: Path, result, grid: str) -> None:
                 w.write(native.displacement_component(t, c))
 
 
+NIFTI_INTENT_VECTOR = 1007
+ITK_FOLDER = "displacement_itk"
+_RAS_TO_LPS = np.array([-1.0, -1.0, 1.0], np.float32)
+
+
+def _write_itk_displacement(folder: Path, result, grid: str) -> None:
+    """``displacement_itk/frame_TTT.nii.gz``: per frame an ``(X, Y, Z, 1, 3)`` float32 displacement field in the
+    ITK convention (what ANTs writes): NIfTI intent VECTOR, the vector components in LPS millimetres (the x and
+    y world components negated; the grid's own geometry stays in the NIfTI affine, which ITK converts to LPS on
+    reading). Read by SimpleITK/ITK as a 3-component vector image, it is a ``DisplacementFieldTransform`` that
+    maps a point of the ED frame to where it is at frame ``t``: resampling frame ``t`` through it gives the frame
+    warped onto ED, as :func:`deepstrain_jax.ops.warp.warp` does."""
+    from deepstrain_jax.data.nifti import FrameWriter
+
+    folder.mkdir()
+    if grid == "native":
+        native = result.native
+        frames, shape, affine = native.n_frames, native.shape, result.affine
+        component = native.displacement_component
+    else:
+        g = result.grid
+        affine = np.asarray(g.affine, np.float64)
+        rotation = (affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)).astype(np.float32)
+        u_world = (g.u_vox * np.asarray(g.spacing_mm, np.float32)) @ rotation.T   # (T, N, N, Z, 3)
+        frames, shape = u_world.shape[0], u_world.shape[1:4]
+        component = lambda t, c: u_world[t, ..., c]                                # noqa: E731
+    for t in range(frames):
+        with FrameWriter(folder / f"frame_{t:03d}.nii.gz", shape + (1, 3), np.float32, affine, None,
+                         intent=(NIFTI_INTENT_VECTOR, "displacement_lps"),
+                         descrip=f"ITK displacement ED->frame {t} mm components=LPS grid={grid}") as w:
+            for c in range(3):
+                w.write(component(t, c) * _RAS_TO_LPS[c])
+
+
+ITK_SNAP_LABELS = """################################################
+# ITK-SnAP Label Description File (deepstrain-jax segmentation.nii.gz, ACDC labels)
+# Columns: IDX -R- -G- -B- -A-- VIS MSH LABEL
+################################################
+    0     0    0    0        0  0  0    "Background"
+    1    65  105  225        1  1  1    "RV cavity"
+    2   220   20   60        1  1  1    "LV myocardium"
+    3   255  215    0        1  1  1    "LV cavity"
+"""
+
+
 def _write_strain(folder: Path, result, names: dict) -> None:
     """The three strain NIfTIs, written side by side one frame at a time."""
     import contextlib
@@ -117,7 +165,8 @@ def csv_text(header: list[str], rows: list[list]) -> str:
 
 
 def curves_csv(results: dict) -> str:
-    """``curves.csv``: frame, time_s, LV/RV/myocardium volume (mL), global strain (%) and strain rate (1/s)."""
+    """``curves.csv``: subject, frame, time_s, LV/RV/myocardium volume (mL), global strain (%) and strain rate
+    (1/s); the subject column lets cohort tables be concatenated as they are."""
     from deepstrain_jax.analysis.results import DIRECTIONS
 
     t = results["frames"]["n"]
@@ -125,21 +174,21 @@ def curves_csv(results: dict) -> str:
     vol = results["volumes"]["curves_ml"]
     strain = results["strain"]["global_pct"]
     rate = results["strain"]["strain_rate_per_s"] or {d: [None] * t for d in DIRECTIONS}
-    header = (["frame", "time_s", "lv_volume_ml", "rv_volume_ml", "myo_volume_ml"]
+    header = (["subject", "frame", "time_s", "lv_volume_ml", "rv_volume_ml", "myo_volume_ml"]
               + [f"{d}_strain_pct" for d in DIRECTIONS] + [f"{d}_strain_rate_per_s" for d in DIRECTIONS])
-    rows = [[k, time[k], vol["lv"][k], vol["rv"][k], vol["myo"][k]] + [strain[d][k] for d in DIRECTIONS]
-            + [rate[d][k] for d in DIRECTIONS] for k in range(t)]
+    rows = [[results["subject"], k, time[k], vol["lv"][k], vol["rv"][k], vol["myo"][k]]
+            + [strain[d][k] for d in DIRECTIONS] + [rate[d][k] for d in DIRECTIONS] for k in range(t)]
     return csv_text(header, rows)
 
 
 def aha_csv(results: dict) -> str:
-    """``aha_segments.csv``: segment, name, voxels, radial / circumferential / longitudinal ESS (%)."""
+    """``aha_segments.csv``: subject, segment, name, voxels, radial / circumferential / longitudinal ESS (%)."""
     from deepstrain_jax.analysis.results import DIRECTIONS
     from deepstrain_jax.report import AHA_SEGMENT_NAMES
 
-    header = ["segment", "name", "voxels"] + [f"{d}_ess_pct" for d in DIRECTIONS]
+    header = ["subject", "segment", "name", "voxels"] + [f"{d}_ess_pct" for d in DIRECTIONS]
     aha = results["aha"]
-    rows = [[s + 1, AHA_SEGMENT_NAMES[s], None if aha is None else aha["voxels"][s]]
+    rows = [[results["subject"], s + 1, AHA_SEGMENT_NAMES[s], None if aha is None else aha["voxels"][s]]
             + [None if aha is None else aha["ess_pct"][d][s] for d in DIRECTIONS] for s in range(17)]
     return csv_text(header, rows)
 
@@ -186,11 +235,16 @@ def _write_subject_claimed(result, out_dir, overwrite, atomic_directory, render_
     dropped = ({"polar_map"} if "polar_map.png" not in images else set()) | ({"displacement"} if grid == "none"
                                                                              else set())
     results["outputs"] = {k: v for k, v in results["outputs"].items() if k not in dropped}
+    if results["options"].get("itk_displacement"):
+        results["outputs"]["displacement_itk"] = f"{ITK_FOLDER}/frame_TTT.nii.gz"
     with atomic_directory(out_dir, overwrite=True) as tmp:
         dt = result.frame_interval_s
         save_nifti(tmp / OUTPUT_FILES["segmentation"], result.segmentation.astype(np.uint8), result.affine, dt)
         if grid != "none":
             _write_displacement(tmp / OUTPUT_FILES["displacement"], result, grid)
+        if results["options"].get("itk_displacement"):
+            _write_itk_displacement(tmp / ITK_FOLDER, result, "native" if grid == "native" else "network")
+        (tmp / OUTPUT_FILES["segmentation_labels"]).write_text(ITK_SNAP_LABELS)
         _write_strain(tmp, result, OUTPUT_FILES)
         (tmp / OUTPUT_FILES["results"]).write_text(json.dumps(results, indent=2) + "\n")
         (tmp / OUTPUT_FILES["curves"]).write_text(curves_csv(results))

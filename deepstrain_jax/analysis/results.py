@@ -44,7 +44,7 @@ OUTPUT_FILES = {"segmentation": "segmentation.nii.gz", "displacement": "displace
                 "strain_radial": "strain_radial.nii.gz", "strain_circumferential": "strain_circumferential.nii.gz",
                 "strain_longitudinal": "strain_longitudinal.nii.gz", "results": "results.json",
                 "curves": "curves.csv", "aha_segments": "aha_segments.csv", "polar_map": "polar_map.png",
-                "curves_plot": "curves.png", "report": "report.html"}
+                "curves_plot": "curves.png", "report": "report.html", "segmentation_labels": "segmentation_labels.txt"}
 
 
 def _f(x) -> float | None:

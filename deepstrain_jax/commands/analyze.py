@@ -56,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--displacement", choices=("network", "native", "none"), default="network",
                         help="grid of displacement.nii.gz: the 1.25 mm network grid it was estimated on (default, "
                              "about 80 MB for 30 frames), the input's grid (native: large), or none")
+    parser.add_argument("--itk-displacement", action="store_true",
+                        help="also write displacement_itk/frame_TTT.nii.gz: per frame a displacement field in the "
+                             "ITK/LPS convention that ITK, ANTs and Slicer load as a transform")
     parser.add_argument("--pair-batch", type=int, default=2, metavar="B", help="CarMEN pairs per call (default 2)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     dask = parser.add_argument_group("cohorts on Dask (pip install -e .[dask]; SLURM: .[slurm])")
@@ -78,7 +81,7 @@ def options_from_args(args: argparse.Namespace):
             ed=args.ed, es=args.es,
             frame_interval_s=None if args.frame_interval_ms is None else args.frame_interval_ms / 1000.0,
             heart_rate_bpm=args.heart_rate, slice_order=args.slice_order.replace("-", "_"), centre=args.centre,
-            legacy=args.legacy, displacement=args.displacement)
+            legacy=args.legacy, displacement=args.displacement, itk_displacement=args.itk_displacement)
     except ValueError as e:
         from deepstrain_jax.errors import InputError
 
