@@ -93,6 +93,25 @@ def test_results_json_schema_and_csvs(analysed):
     assert "patient001" in html and "data:image/png;base64," in html and "http" not in html
 
 
+def test_regional_curves_and_tables_agree_with_results_json(analysed):
+    result, out = analysed
+    d = json.loads((out / "results.json").read_text())
+    aha, t, es = d["aha"], d["frames"]["n"], d["frames"]["es"]
+    rows = [line.split(",") for line in (out / OUTPUT_FILES["aha_curves"]).read_text().splitlines()]
+    assert rows[0] == ["subject", "segment", "frame", "time_s", "direction", "strain_pct", "strain_rate_per_s"]
+    assert len(rows) == 1 + 17 * t * 3 and {r[0] for r in rows[1:]} == {"patient001"}
+    for r in rows[1:]:
+        if int(r[2]) == es and r[5]:
+            assert float(r[5]) == pytest.approx(aha["ess_pct"][r[4]][int(r[1]) - 1], rel=1e-5, abs=1e-6)
+    for direction in ("circumferential", "longitudinal"):
+        curves = np.array([[np.nan if v is None else v for v in row] for row in aha["curves_pct"][direction]])
+        placed = np.isfinite(curves).all(axis=0)
+        np.testing.assert_allclose(np.array(aha["peak_pct"][direction], float)[placed], curves[:, placed].min(0))
+    assert aha["dyssynchrony_ms"]["circumferential"] is not None
+    table = [line.split(",") for line in (out / OUTPUT_FILES["aha_segments"]).read_text().splitlines()]
+    assert "circumferential_peak_pct" in table[0] and "circumferential_time_to_peak_s" in table[0]
+
+
 def test_values_against_the_phantom_truth(analysed, phantom, case):
     """Tolerances: what a small, phantom-trained model on a coarse 6-frame phantom must reach."""
     result, out = analysed

@@ -18,7 +18,9 @@ The native-grid maps are computed and written one frame at a time
   Descriptions);
 * ``displacement_itk/frame_TTT.nii.gz`` (``--itk-displacement``): one ITK/ANTs displacement field per frame;
 * ``results.json`` (schema in :mod:`deepstrain_jax.analysis.results`), ``curves.csv`` (one row per frame: time,
-  volumes, global strain and strain rate), ``aha_segments.csv`` (one row per segment: voxels and ESS);
+  volumes, global strain and strain rate), ``aha_segments.csv`` (one row per segment: voxels, ESS, peak and
+  time to peak), ``aha_curves.csv`` (segments x frames x directions, long format: strain and strain rate);
+  every CSV starts with a subject column;
 * ``polar_map.png`` (circumferential, radial and longitudinal ESS bull's-eyes side by side, one PNG),
   ``curves.png``, ``report.html`` (self-contained).
 
@@ -182,14 +184,42 @@ def curves_csv(results: dict) -> str:
 
 
 def aha_csv(results: dict) -> str:
-    """``aha_segments.csv``: subject, segment, name, voxels, radial / circumferential / longitudinal ESS (%)."""
+    """``aha_segments.csv``: subject, segment, name, voxels, then per direction the ESS (%), the peak (%) and the
+    time to peak (s from ED) of the segment's curve (the dyssynchrony index is in results.json)."""
     from deepstrain_jax.analysis.results import DIRECTIONS
     from deepstrain_jax.report import AHA_SEGMENT_NAMES
 
-    header = ["subject", "segment", "name", "voxels"] + [f"{d}_ess_pct" for d in DIRECTIONS]
+    header = (["subject", "segment", "name", "voxels"] + [f"{d}_ess_pct" for d in DIRECTIONS]
+              + [f"{d}_peak_pct" for d in DIRECTIONS] + [f"{d}_time_to_peak_s" for d in DIRECTIONS])
     aha = results["aha"]
+
+    def value(key, d, s):
+        if aha is None or aha.get(key) is None or aha[key].get(d) is None:
+            return None
+        return aha[key][d][s]
+
     rows = [[results["subject"], s + 1, AHA_SEGMENT_NAMES[s], None if aha is None else aha["voxels"][s]]
-            + [None if aha is None else aha["ess_pct"][d][s] for d in DIRECTIONS] for s in range(17)]
+            + [value("ess_pct", d, s) for d in DIRECTIONS] + [value("peak_pct", d, s) for d in DIRECTIONS]
+            + [value("time_to_peak_s", d, s) for d in DIRECTIONS] for s in range(17)]
+    return csv_text(header, rows)
+
+
+def aha_curves_csv(results: dict) -> str:
+    """``aha_curves.csv``, long format (one row per subject, segment, frame and direction): subject, segment,
+    frame, time_s, direction, strain_pct, strain_rate_per_s. Header only when the segments were not placed."""
+    from deepstrain_jax.analysis.results import DIRECTIONS
+
+    header = ["subject", "segment", "frame", "time_s", "direction", "strain_pct", "strain_rate_per_s"]
+    aha = results["aha"]
+    rows = []
+    if aha is not None and "curves_pct" in aha:
+        time = results["frames"]["time_s"] or [None] * results["frames"]["n"]
+        for s in range(17):
+            for k in range(results["frames"]["n"]):
+                for d in DIRECTIONS:
+                    rate = aha["strain_rate_per_s"][d]
+                    rows.append([results["subject"], s + 1, k, time[k], d, aha["curves_pct"][d][k][s],
+                                 None if rate is None else rate[k][s]])
     return csv_text(header, rows)
 
 
@@ -249,6 +279,7 @@ def _write_subject_claimed(result, out_dir, overwrite, atomic_directory, render_
         (tmp / OUTPUT_FILES["results"]).write_text(json.dumps(results, indent=2) + "\n")
         (tmp / OUTPUT_FILES["curves"]).write_text(curves_csv(results))
         (tmp / OUTPUT_FILES["aha_segments"]).write_text(aha_csv(results))
+        (tmp / OUTPUT_FILES["aha_curves"]).write_text(aha_curves_csv(results))
         for name, data in images.items():
             (tmp / name).write_bytes(data)
         (tmp / OUTPUT_FILES["report"]).write_text(render_report(results, images))

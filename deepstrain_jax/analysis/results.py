@@ -22,6 +22,9 @@ Schema ``deepstrain-jax/results`` version 1 (every key is always present; unknow
   rates and times null without dt); ``legacy`` (legacy mode: the original's global radial/circumferential
   strain per frame, percent) or null.
 * ``aha``: n_segments, voxels per segment, ``ess_pct`` per direction (17 values, null for an empty segment),
+  and over the whole cycle (:mod:`deepstrain_jax.cardiac.regional`): ``curves_pct`` per direction (frames x 17,
+  cine order), ``strain_rate_per_s`` (frames x 17, null without dt), ``peak_pct`` and ``time_to_peak_s`` (17
+  each; times from ED, null without dt) and ``dyssynchrony_ms`` (SD of the time to peak over segments 1-16);
   or null when the segments could not be placed.
 * ``qc``: folded_fraction (det F <= 0 over the ED myocardium, all frames), its worst frame, det_f percentiles,
   cycle_closure_mm {mean, p95}, centre_source (``vcn`` / ``fov``), centre_vox, crop_overhang_fraction (of the
@@ -44,7 +47,8 @@ OUTPUT_FILES = {"segmentation": "segmentation.nii.gz", "displacement": "displace
                 "strain_radial": "strain_radial.nii.gz", "strain_circumferential": "strain_circumferential.nii.gz",
                 "strain_longitudinal": "strain_longitudinal.nii.gz", "results": "results.json",
                 "curves": "curves.csv", "aha_segments": "aha_segments.csv", "polar_map": "polar_map.png",
-                "curves_plot": "curves.png", "report": "report.html", "segmentation_labels": "segmentation_labels.txt"}
+                "curves_plot": "curves.png", "report": "report.html", "segmentation_labels": "segmentation_labels.txt",
+                "aha_curves": "aha_curves.csv"}
 
 
 def _f(x) -> float | None:
@@ -79,6 +83,23 @@ def _indices(curve, dt, ed: int, es: int) -> tuple[dict, list | None]:
     return out, _list(rate)
 
 
+def _regional(grid, dt, ed: int) -> dict:
+    """The AHA segments over the whole cycle (:mod:`deepstrain_jax.cardiac.regional`), JSON-ready."""
+    from deepstrain_jax.cardiac import regional
+
+    comps = {d: np.asarray(getattr(grid.strain.components, c)) for d, c in zip(DIRECTIONS, ("rr", "cc", "ll"))}
+    curves = regional.segment_curves(comps, grid.aha)
+    ind = regional.regional_indices(curves, dt, ed)
+    return {"curves_pct": {d: [_list(row, 100.0) for row in c] for d, c in curves.items()},
+            "strain_rate_per_s": {d: None if ind[d]["rate_per_s"] is None else [_list(row) for row in
+                                                                                  ind[d]["rate_per_s"]]
+                                  for d in DIRECTIONS},
+            "peak_pct": {d: _list(ind[d]["peak"], 100.0) for d in DIRECTIONS},
+            "time_to_peak_s": {d: None if ind[d]["time_to_peak_s"] is None else _list(ind[d]["time_to_peak_s"])
+                               for d in DIRECTIONS},
+            "dyssynchrony_ms": {d: _f(ind[d]["dyssynchrony_ms"]) for d in DIRECTIONS}}
+
+
 def build_results(*, cine, networks, options, grid, volumes, ed, es, ed_source, es_source, dt, dt_source,
                   slice_axis, slice_order, slice_order_source, slice_order_slope, centre, centre_source, folding,
                   closure, legacy, warnings, frame_interval_note=None, coverage=None) -> dict:
@@ -100,6 +121,7 @@ def build_results(*, cine, networks, options, grid, volumes, ed, es, ed_source, 
         aha = {"n_segments": 17,
                "voxels": [int(v) for v in segment_reduce(grid.aha, grid.aha, 17, "count")],
                "ess_pct": {d: _list(segment_means(v, grid.aha, 17), 100.0) for d, v in comps.items()}}
+        aha.update(_regional(grid, dt, ed))
     n = grid.crop.size
     inside = [max(0, min(grid.crop.start[k] + n, grid.resampling.out_shape[k]) - max(grid.crop.start[k], 0))
               for k in range(2)]
