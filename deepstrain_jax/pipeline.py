@@ -67,6 +67,8 @@ class AnalysisOptions:
       itk_displacement: also write ``displacement_itk/frame_TTT.nii.gz``, one 3D displacement field per frame in
         the ITK convention (LPS components) that ITK, ANTs and Slicer load as a transform, on the grid of
         ``displacement`` (the network grid when that is ``"none"``).
+      bullseye_limits_pct: ``((direction, lo, hi), ...)`` colour limits (%) of the strain bull's-eyes, replacing
+        those of :data:`deepstrain_jax.report.plots.STRAIN_LIMITS_PCT` for the directions given.
     """
 
     ed: int | None = None
@@ -79,6 +81,7 @@ class AnalysisOptions:
     inplane_mm: float = 1.25
     displacement: str = "network"
     itk_displacement: bool = False
+    bullseye_limits_pct: tuple = ()
 
     def __post_init__(self):
         for name in ("ed", "es"):
@@ -97,6 +100,11 @@ class AnalysisOptions:
             raise ValueError(f"slice_order must be one of {SLICE_ORDERS}, got {self.slice_order!r}")
         if self.centre not in CENTRES:
             raise ValueError(f"centre must be one of {CENTRES}, got {self.centre!r}")
+        for item in self.bullseye_limits_pct:
+            if (not isinstance(item, (tuple, list)) or len(item) != 3
+                    or item[0] not in ("radial", "circumferential", "longitudinal")
+                    or not all(isinstance(v, (int, float)) and np.isfinite(v) for v in item[1:]) or item[1] >= item[2]):
+                raise ValueError(f"bullseye_limits_pct entries must be (direction, lo, hi) with lo < hi, got {item!r}")
         if self.displacement not in DISPLACEMENT_GRIDS:
             raise ValueError(f"displacement must be one of {DISPLACEMENT_GRIDS}, got {self.displacement!r}")
         for name in ("frame_interval_s", "heart_rate_bpm", "inplane_mm"):

@@ -287,3 +287,35 @@ def test_aha_segment_names():
 def test_importing_the_package_does_not_import_matplotlib():
     code = "import sys, deepstrain_jax.report; sys.exit('matplotlib' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_strain_polar_maps_fixed_limits_numbers_and_vector_formats():
+    import matplotlib
+
+    from deepstrain_jax.report.plots import STRAIN_LIMITS_PCT, strain_polar_maps
+
+    normal = {"circumferential": np.full(17, -16.0), "radial": np.full(17, 40.0), "longitudinal": np.full(17, -18.0)}
+    dcm = {"circumferential": np.full(17, -8.0), "radial": np.full(17, 15.0), "longitudinal": np.full(17, -7.0)}
+    a = strain_polar_maps(normal, title="normal")
+    b = strain_polar_maps(dcm, title="DCM")
+    # 300 dpi PNG of the 13.2 x 4.6 inch figure; byte-identical on a second call; SVG and PDF beside it.
+    assert png_size(a["png"]) == (3960, 1380)
+    assert strain_polar_maps(normal, title="normal") == a
+    assert a["pdf"].startswith(b"%PDF") and b"<svg" in a["svg"]
+    svg = a["svg"].decode()
+    assert ">17<" in svg and ">-16.0<" in svg and "circumferential strain (%)" in svg  # numbers and units as text
+    # Fixed limits: the normal and the DCM heart get different blues (with per-subject limits both would be the
+    # darkest blue), the colour of -16 % on (-30, 30).
+    lo, hi = STRAIN_LIMITS_PCT["circumferential"]
+    cmap = matplotlib.colormaps["RdBu_r"]
+    want_normal = np.asarray(cmap((-16.0 - lo) / (hi - lo))[:3])
+    want_dcm = np.asarray(cmap((-8.0 - lo) / (hi - lo))[:3])
+    for maps, want in ((a, want_normal), (b, want_dcm)):
+        image = decode(maps["png"])[..., :3]
+        left = image[:, : image.shape[1] // 3]  # the circumferential panel
+        assert np.all(np.abs(left - want) < 2.5 / 255, axis=-1).sum() > 100_000
+    assert np.abs(want_normal - want_dcm).max() > 0.1
+    # The limits can be set.
+    c = strain_polar_maps(normal, title="normal", limits={"circumferential": (-20.0, 20.0)})
+    image = decode(c["png"])[..., :3][:, : 1320]
+    assert np.all(np.abs(image - np.asarray(cmap(0.1)[:3])) < 2.5 / 255, axis=-1).sum() > 100_000

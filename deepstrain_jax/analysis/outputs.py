@@ -21,7 +21,9 @@ The native-grid maps are computed and written one frame at a time
   volumes, global strain and strain rate), ``aha_segments.csv`` (one row per segment: voxels, ESS, peak and
   time to peak), ``aha_curves.csv`` (segments x frames x directions, long format: strain and strain rate);
   every CSV starts with a subject column;
-* ``polar_map.png`` (circumferential, radial and longitudinal ESS bull's-eyes side by side, one PNG),
+* ``polar_map.png`` (300 dpi), ``.svg`` and ``.pdf``: circumferential, radial and longitudinal ESS bull's-eyes
+  side by side, with segment numbers and fixed colour limits
+  (:data:`deepstrain_jax.report.plots.STRAIN_LIMITS_PCT`),
   ``curves.png``, ``report.html`` (self-contained).
 
 The folder is built under a temporary name beside ``out_dir`` and renamed when complete
@@ -224,15 +226,19 @@ def aha_curves_csv(results: dict) -> str:
 
 
 def figures(results: dict) -> dict[str, bytes]:
-    """``{"polar_map.png": ..., "curves.png": ...}`` for one subject's results."""
+    """``{"polar_map.png", "polar_map.svg", "polar_map.pdf", "curves.png"}`` for one subject's results (no polar
+    map when the AHA segments were not placed). The bull's-eyes use the fixed colour limits of
+    :data:`deepstrain_jax.report.plots.STRAIN_LIMITS_PCT`, updated by the option ``bullseye_limits_pct``."""
     from deepstrain_jax.report import plots
 
     images = {}
     aha = results["aha"]
     if aha is not None:
-        images["polar_map.png"] = plots.polar_maps_png(
-            {d: aha["ess_pct"][d] for d in ("circumferential", "radial", "longitudinal")},
+        limits = {d: (lo, hi) for d, lo, hi in results["options"].get("bullseye_limits_pct") or ()}
+        maps = plots.strain_polar_maps(
+            {d: aha["ess_pct"][d] for d in ("circumferential", "radial", "longitudinal")}, limits=limits,
             title=f"{results['subject']}: end-systolic strain (%)")
+        images.update({f"polar_map.{fmt}": data for fmt, data in maps.items()})
     vols = results["volumes"]["curves_ml"]
     images["curves.png"] = plots.curves_png(
         results["frames"]["time_s"], results["strain"]["global_pct"],
@@ -262,8 +268,11 @@ def _write_subject_claimed(result, out_dir, overwrite, atomic_directory, render_
     check_results(results)
     images = figures(results)
     grid = results["options"].get("displacement", "native")
-    dropped = ({"polar_map"} if "polar_map.png" not in images else set()) | ({"displacement"} if grid == "none"
-                                                                             else set())
+    dropped = set()
+    if "polar_map.png" not in images:
+        dropped |= {"polar_map", "polar_map_svg", "polar_map_pdf"}
+    if grid == "none":
+        dropped.add("displacement")
     results["outputs"] = {k: v for k, v in results["outputs"].items() if k not in dropped}
     if results["options"].get("itk_displacement"):
         results["outputs"]["displacement_itk"] = f"{ITK_FOLDER}/frame_TTT.nii.gz"
@@ -282,5 +291,6 @@ def _write_subject_claimed(result, out_dir, overwrite, atomic_directory, render_
         (tmp / OUTPUT_FILES["aha_curves"]).write_text(aha_curves_csv(results))
         for name, data in images.items():
             (tmp / name).write_bytes(data)
-        (tmp / OUTPUT_FILES["report"]).write_text(render_report(results, images))
+        (tmp / OUTPUT_FILES["report"]).write_text(
+            render_report(results, {k: v for k, v in images.items() if k.endswith(".png")}))
     return Path(out_dir)

@@ -47,6 +47,7 @@ OUTPUT_FILES = {"segmentation": "segmentation.nii.gz", "displacement": "displace
                 "strain_radial": "strain_radial.nii.gz", "strain_circumferential": "strain_circumferential.nii.gz",
                 "strain_longitudinal": "strain_longitudinal.nii.gz", "results": "results.json",
                 "curves": "curves.csv", "aha_segments": "aha_segments.csv", "polar_map": "polar_map.png",
+                "polar_map_svg": "polar_map.svg", "polar_map_pdf": "polar_map.pdf",
                 "curves_plot": "curves.png", "report": "report.html", "segmentation_labels": "segmentation_labels.txt",
                 "aha_curves": "aha_curves.csv"}
 

@@ -59,6 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--itk-displacement", action="store_true",
                         help="also write displacement_itk/frame_TTT.nii.gz: per frame a displacement field in the "
                              "ITK/LPS convention that ITK, ANTs and Slicer load as a transform")
+    parser.add_argument("--bullseye-limits", action="append", default=[], metavar="DIRECTION=LO,HI",
+                        help="colour limits (%%) of a strain bull's-eye, e.g. radial=-50,50 (repeatable; defaults: "
+                             "circumferential and longitudinal -30,30, radial -60,60)")
     parser.add_argument("--pair-batch", type=int, default=2, metavar="B", help="CarMEN pairs per call (default 2)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     dask = parser.add_argument_group("cohorts on Dask (pip install -e .[dask]; SLURM: .[slurm])")
@@ -73,6 +76,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-cache", action="store_true", help="do not use the persistent compilation cache")
 
 
+def _limits(items: list[str]) -> tuple:
+    out = []
+    for item in items:
+        try:
+            direction, values = item.split("=")
+            lo, hi = (float(v) for v in values.split(","))
+        except ValueError:
+            raise ValueError(f"--bullseye-limits takes DIRECTION=LO,HI, got {item!r}") from None
+        out.append((direction.strip(), lo, hi))
+    return tuple(out)
+
+
 def options_from_args(args: argparse.Namespace):
     from deepstrain_jax.pipeline import AnalysisOptions
 
@@ -81,7 +96,8 @@ def options_from_args(args: argparse.Namespace):
             ed=args.ed, es=args.es,
             frame_interval_s=None if args.frame_interval_ms is None else args.frame_interval_ms / 1000.0,
             heart_rate_bpm=args.heart_rate, slice_order=args.slice_order.replace("-", "_"), centre=args.centre,
-            legacy=args.legacy, displacement=args.displacement, itk_displacement=args.itk_displacement)
+            legacy=args.legacy, displacement=args.displacement, itk_displacement=args.itk_displacement,
+            bullseye_limits_pct=_limits(args.bullseye_limits))
     except ValueError as e:
         from deepstrain_jax.errors import InputError
 

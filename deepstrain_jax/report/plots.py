@@ -64,7 +64,7 @@ def _colour_limits(values: np.ndarray, vmin, vmax) -> tuple[float, float]:
 
 
 def draw_bullseye(ax: Axes, segment_values, *, vmin=None, vmax=None, cmap="RdBu_r",
-                  decimals: int = 1) -> ScalarMappable:
+                  decimals: int = 1, numbers: bool = False) -> ScalarMappable:
     """Draw an AHA 16/17-segment bull's-eye on ``ax``, each wedge coloured by and labelled with its value.
 
     Geometry and orientation from :func:`deepstrain_jax.cardiac.polar_map.bullseye` (seen from the apex:
@@ -78,6 +78,7 @@ def draw_bullseye(ax: Axes, segment_values, *, vmin=None, vmax=None, cmap="RdBu_
       vmin, vmax: colour limits, in the values' unit.
       cmap: colormap name or ``Colormap``.
       decimals: digits after the decimal point in the wedge labels.
+      numbers: also print each segment's number (small, above its value).
     Returns:
       the ``ScalarMappable`` (norm and colormap) for a colorbar.
     Raises:
@@ -98,8 +99,11 @@ def draw_bullseye(ax: Axes, segment_values, *, vmin=None, vmax=None, cmap="RdBu_
         ax.add_patch(Wedge((0.0, 0.0), r_out, t0, t1, width=None if r_in == 0 else r_out - r_in,
                            facecolor=face, edgecolor="white", linewidth=1.2))
         luminance = 0.299 * face[0] + 0.587 * face[1] + 0.114 * face[2]
-        ax.text(x, y, f"{value:.{decimals}f}" if finite else "n/a", ha="center", va="center", fontsize=8,
-                color="white" if luminance < 0.45 else "black")
+        ink = "white" if luminance < 0.45 else "black"
+        ax.text(x, y - (0.13 if numbers else 0.0), f"{value:.{decimals}f}" if finite else "n/a", ha="center",
+                va="center", fontsize=8, color=ink)
+        if numbers:
+            ax.text(x, y + 0.25, str(int(seg)), ha="center", va="center", fontsize=5.5, color=ink, alpha=0.8)
     lim = 4.9
     ax.set_xlim(-lim, lim)
     ax.set_ylim(-lim, lim)
@@ -159,6 +163,49 @@ def polar_maps_png(panels: dict, *, title: str, unit: str = "%", cmap="RdBu_r", 
         fig.colorbar(mappable, cax=cax).set_label(unit)
     fig.suptitle(title, fontsize=11, y=0.985)
     return png_bytes(fig)
+
+
+# Fixed colour limits of the strain bull's-eyes, percent, symmetric about 0 (RdBu_r: shortening blue, lengthening
+# and thickening red). They span normal and diseased hearts alike, so colours compare across subjects and cohorts:
+# a normal GCS of -14 to -18 % and a DCM's -7 to -9 % are visibly different blues. Radial ESS is larger (normal
+# 30-50 %), hence its wider range. Overridden per direction by ``limits`` (CLI ``--bullseye-limits``).
+STRAIN_LIMITS_PCT = {"circumferential": (-30.0, 30.0), "longitudinal": (-30.0, 30.0), "radial": (-60.0, 60.0)}
+PUBLICATION_DPI = 300
+
+
+def strain_polar_maps(panels: dict, *, title: str, limits: dict | None = None, decimals: int = 1) -> dict:
+    """The strain bull's-eyes of one subject (or a group mean) with fixed, documented colour limits.
+
+    One panel per direction (``{direction: (16,) or (17,) values in %}``), each with its segment numbers, its
+    colorbar labelled with the direction and unit, and the limits of :data:`STRAIN_LIMITS_PCT` (updated by
+    ``limits``: ``{direction: (lo, hi)}``). Segment 17 is coloured when it has a value.
+
+    Returns:
+      ``{"png": 300 dpi PNG bytes, "svg": SVG bytes (text kept as text), "pdf": PDF bytes}``, each deterministic.
+    """
+    import matplotlib
+
+    if not panels:
+        raise ValueError("panels must hold at least one bull's-eye")
+    lim = {**STRAIN_LIMITS_PCT, **{k: tuple(v) for k, v in (limits or {}).items()}}
+    k = len(panels)
+    with matplotlib.rc_context({"svg.hashsalt": "deepstrain-jax", "svg.fonttype": "none"}):
+        fig = new_figure(4.4 * k, 4.6)
+        for i, (name, values) in enumerate(panels.items()):
+            lo, hi = lim.get(name, (None, None))
+            ax = fig.add_axes((i / k + 0.005, 0.02, 0.8 / k, 0.84))
+            mappable = draw_bullseye(ax, values, vmin=lo, vmax=hi, decimals=decimals, numbers=True)
+            ax.set_title(str(name), fontsize=10)
+            cax = fig.add_axes((i / k + 0.83 / k, 0.17, 0.03 / k, 0.55))
+            fig.colorbar(mappable, cax=cax).set_label(f"{name} strain (%)")
+        fig.suptitle(title, fontsize=11, y=0.985)
+        out = {}
+        for fmt, metadata in (("png", {"Software": None}), ("svg", {"Date": None, "Creator": None}),
+                              ("pdf", {"CreationDate": None, "Creator": None, "Producer": None})):
+            buf = io.BytesIO()
+            fig.savefig(buf, format=fmt, dpi=PUBLICATION_DPI, metadata=metadata)
+            out[fmt] = buf.getvalue()
+    return out
 
 
 # ------------------------------------------------------------------------------------------------- curves
