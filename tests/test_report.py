@@ -256,7 +256,7 @@ def test_render_report_shows_na_and_tolerates_missing_sections():
     rv_row = re.search(r"<tr><td>RV</td>(.*?)</tr>", page).group(1)
     assert rv_row.count("n/a") == 5  # NaN EDV, None ESV/SV/EF, no RV mass
     assert "AHA segment analysis: n/a" in page and "Strain-rate curves: n/a" in page
-    assert "<h2>Warnings (2)</h2>" in page
+    assert "<h2>Warnings (3)</h2>" in page
     # a bare dict and an empty one still render
     assert "n/a" in render_report({"subject": "s"}, {}, title="T")
     assert "<title>T</title>" in render_report({}, {}, title="T")
@@ -319,3 +319,27 @@ def test_strain_polar_maps_fixed_limits_numbers_and_vector_formats():
     c = strain_polar_maps(normal, title="normal", limits={"circumferential": (-20.0, 20.0)})
     image = decode(c["png"])[..., :3][:, : 1320]
     assert np.all(np.abs(image - np.asarray(cmap(0.1)[:3])) < 2.5 / 255, axis=-1).sum() > 100_000
+
+
+def test_qc_checks_colour_the_report_with_written_thresholds():
+    from deepstrain_jax.report.html import qc_checks
+
+    results = sample_results()
+    results["qc"]["warnings"] = []
+    results["aha"] = {"n_segments": 17}
+    results["volumes"]["rv_edv_ml"] = 140.0
+    status = {c: s for c, _, _, s in qc_checks(results)}
+    assert set(status.values()) == {"green"}
+    page = render_report(results, {})
+    assert '<span class="ok">none</span>' in page and 'class="warnings' not in page
+    # A cycle closure of 9.7 mm is red, whatever the warnings list says, with its threshold on the page.
+    results["qc"]["cycle_closure_mm"] = {"mean": 9.7, "p95": 16.9}
+    results["qc"]["folded_fraction"] = 0.004
+    status = {c: s for c, _, _, s in qc_checks(results)}
+    assert status["cycle closure ED -> ES -> ED (mean)"] == "red"
+    assert status["folded myocardium (det F <= 0)"] == "amber"
+    page = render_report(results, {})
+    assert '<span class="ok">none</span>' not in page and "amber &gt; 2 mm, red &gt; 4 mm" in page
+    assert '<div class="warnings">' in page and "QC red: cycle closure" in page  # a red box at the top
+    results["qc"]["cycle_closure_mm"] = {"mean": 1.0, "p95": 2.0}
+    assert '<div class="warnings amber">' in render_report(results, {})

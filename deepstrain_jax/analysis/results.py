@@ -41,6 +41,7 @@ import numpy as np
 SCHEMA = "deepstrain-jax/results"
 SCHEMA_VERSION = 1
 DIRECTIONS = ("radial", "circumferential", "longitudinal")
+CLOSURE_WARNING_MM = 4.0  # the report's red threshold (deepstrain_jax.report.html.QC_THRESHOLDS)
 TOP_KEYS = ("schema", "schema_version", "software", "subject", "input", "models", "options", "frames", "volumes",
             "strain", "aha", "qc", "outputs")
 OUTPUT_FILES = {"segmentation": "segmentation.nii.gz", "displacement": "displacement.nii.gz",
@@ -129,6 +130,9 @@ def build_results(*, cine, networks, options, grid, volumes, ed, es, ed_source, 
     overhang = 1.0 - inside[0] * inside[1] / float(n * n)
     if overhang > 0.25:
         warnings.append(f"{100 * overhang:.0f}% of the network crop lies outside the field of view")
+    if closure.get("mean") is not None and closure["mean"] > CLOSURE_WARNING_MM:
+        warnings.append(f"cycle closure ED -> ES -> ED is {closure['mean']:.1f} mm on average (above "
+                        f"{CLOSURE_WARNING_MM:g} mm): the motion is not self-consistent; check the strain")
     if folding["folded_fraction"] is not None and folding["folded_fraction"] > 0.01:
         warnings.append(f"{100 * folding['folded_fraction']:.1f}% of myocardial voxels fold (det F <= 0)")
     if not 10.0 <= volumes.lv_ef_pct <= 85.0:

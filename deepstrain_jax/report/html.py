@@ -40,6 +40,11 @@ th { background: #f0f0f0; }
 .warnings { border: 2px solid #c0392b; background: #fdecea; padding: 0.5em 1em; margin: 1em 0; }
 .warnings h2 { border: none; margin: 0.2em 0; color: #c0392b; }
 .ok { color: #2e7d32; }
+.qc-green { background: #e8f5e9; color: #1b5e20; font-weight: bold; }
+.qc-amber { background: #fff4e0; color: #8a5a00; font-weight: bold; }
+.qc-red { background: #fdecea; color: #b71c1c; font-weight: bold; }
+.warnings.amber { border-color: #e69500; background: #fff8ec; }
+.warnings.amber h2 { color: #8a5a00; }
 figure { display: inline-block; margin: 0.5em 1em 0.5em 0; vertical-align: top; }
 figure img { max-width: 100%; border: 1px solid #e0e0e0; }
 figcaption { font-size: 0.9em; color: #555; text-align: center; }
@@ -110,14 +115,20 @@ def _item(values, index: int):
 # ------------------------------------------------------------------------------------------- sections
 
 
-def _warnings_box(qc: dict) -> str:
-    warnings = qc.get("warnings")
-    if not warnings:
-        return ""
+def _warnings_box(results: dict) -> str:
+    """The box at the top: the warnings, red when a QC check is red, amber otherwise (none: no box unless a
+    check failed)."""
+    warnings = _dict(results, "qc").get("warnings") or []
     if isinstance(warnings, str):
         warnings = [warnings]
-    items = "".join(f"<li>{_fmt(w)}</li>\n" for w in warnings)
-    return f'<div class="warnings">\n<h2>Warnings ({len(warnings)})</h2>\n<ul>\n{items}</ul>\n</div>\n'
+    failed = [f"QC {s}: {c} = {html.unescape(v)} ({t})" for c, v, t, s in qc_checks(results) if s in ("amber", "red")]
+    items = list(warnings) + failed
+    if not items:
+        return ""
+    level = "red" if _worst(qc_checks(results)) == "red" else "amber"
+    body = "".join(f"<li>{_fmt(w)}</li>\n" for w in items)
+    return (f'<div class="warnings{" amber" if level == "amber" else ""}">\n<h2>Warnings ({len(items)})</h2>\n'
+            f"<ul>\n{body}</ul>\n</div>\n")
 
 
 def _input_section(results: dict) -> str:
@@ -219,10 +230,57 @@ def _figures_section(images: dict) -> str:
     return "<h2>Figures</h2>\n" + "".join(figures)
 
 
+# QC thresholds shown in the report: (amber above, red above). Cycle closure and folding measure the motion's
+# self-consistency (ED -> ES -> ED should come back; det F <= 0 is a folded, impossible deformation).
+QC_THRESHOLDS = {"cycle_closure_mean_mm": (2.0, 4.0), "folded_fraction": (0.0, 0.01)}
+QC_EF_RANGE_PCT = (10.0, 85.0)
+
+
+def qc_checks(results: dict) -> list[tuple[str, str, str, str]]:
+    """``(check, value, threshold, status)`` rows of the report's QC table; status ``green``, ``amber`` or
+    ``red`` (``n/a`` when the value is missing). Thresholds: :data:`QC_THRESHOLDS`, :data:`QC_EF_RANGE_PCT`."""
+    qc = _dict(results, "qc")
+    rows = []
+
+    def graded(name, value, key, unit, fmt):
+        amber, red = QC_THRESHOLDS[key]
+        status = "n/a" if not _is_number(value) else ("red" if value > red else "amber" if value > amber else "green")
+        rows.append((name, _fmt(value, fmt) + unit, f"amber > {amber:g}{unit}, red > {red:g}{unit}", status))
+
+    graded("cycle closure ED -> ES -> ED (mean)", _dict(qc, "cycle_closure_mm").get("mean"), "cycle_closure_mean_mm",
+           " mm", 2)
+    graded("folded myocardium (det F <= 0)", qc.get("folded_fraction"), "folded_fraction", "", 4)
+    ef = _dict(results, "volumes").get("lv_ef_pct")
+    lo, hi = QC_EF_RANGE_PCT
+    rows.append(("LV ejection fraction in range", _fmt(ef, 1) + " %", f"red outside {lo:g}-{hi:g} %",
+                 "n/a" if not _is_number(ef) else ("green" if lo <= ef <= hi else "red")))
+    cov = _dict(qc, "coverage")
+    if cov:
+        ok = bool(cov.get("apex_covered")) and (cov.get("n_slices") or 0) >= 5
+        rows.append(("stack covers the LV base to apex", f"{_fmt(cov.get('n_slices'))} slices, apex "
+                     f"{'covered' if cov.get('apex_covered') else 'not covered'}", ">= 5 slices and the apex",
+                     "green" if ok else "amber"))
+    aha_ok = results.get("aha") is not None
+    rv_ok = _is_number(_dict(results, "volumes").get("rv_edv_ml"))
+    rows.append(("segmentation: RV found, AHA segments placed", f"RV {'yes' if rv_ok else 'no'}, AHA "
+                 f"{'yes' if aha_ok else 'no'}", "both", "green" if rv_ok and aha_ok else "amber"))
+    return rows
+
+
+def _worst(rows) -> str:
+    statuses = {r[3] for r in rows}
+    return "red" if "red" in statuses else "amber" if "amber" in statuses else "green"
+
+
 def _qc_section(results: dict) -> str:
     qc = _dict(results, "qc")
     det_f = _dict(qc, "det_f")
     closure = _dict(qc, "cycle_closure_mm")
+    checks = qc_checks(results)
+    # Values come escaped from _fmt; check names and thresholds are plain text.
+    body = "".join(f"<tr><td>{html.escape(c)}</td><td>{v}</td><td>{html.escape(t)}</td>"
+                   f'<td class="qc-{st if st != "n/a" else "amber"}">{st}</td></tr>\n' for c, v, t, st in checks)
+    table = f"<table>\n<tr><th>check</th><th>value</th><th>threshold</th><th>status</th></tr>\n{body}</table>\n"
     rows = [("folded fraction", _fmt(qc.get("folded_fraction"), 4)),
             ("det F (min / p01 / median / p99 / max)",
              " / ".join(_fmt(det_f.get(k), 3) for k in ("min", "p01", "median", "p99", "max"))),
@@ -232,12 +290,15 @@ def _qc_section(results: dict) -> str:
     known = {"folded_fraction", "det_f", "cycle_closure_mm", "centre_source", "crop_overhang_fraction", "warnings"}
     rows += [(str(k), _fmt(v, 3)) for k, v in qc.items() if k not in known]
     warnings = qc.get("warnings")
+    worst = _worst(checks)
     if warnings:
         warnings = [warnings] if isinstance(warnings, str) else warnings
         rows.append(("warnings", "<ul>" + "".join(f"<li>{_fmt(w)}</li>" for w in warnings) + "</ul>"))
-    else:
+    elif worst == "green":
         rows.append(("warnings", '<span class="ok">none</span>'))
-    return "<h2>Quality control</h2>\n" + _kv_table(rows)
+    else:
+        rows.append(("warnings", f'<span class="qc-{worst}">none written, but a QC check is {worst}</span>'))
+    return "<h2>Quality control</h2>\n" + table + _kv_table(rows)
 
 
 def _outputs_section(results: dict) -> str:
@@ -279,7 +340,7 @@ def render_report(results: dict, images: dict[str, bytes], *, title: str | None 
             f"software: {_fmt(software.get('name'))} {_fmt(software.get('version'))}",
             f"results schema: {_fmt(results.get('schema'))} v{_fmt(results.get('schema_version'))}"]
     body = [f"<h1>{html.escape(title)}</h1>\n", f'<p class="meta">{" &middot; ".join(meta)}</p>\n',
-            _warnings_box(_dict(results, "qc")), _input_section(results), _frames_section(results),
+            _warnings_box(results), _input_section(results), _frames_section(results),
             _volumes_section(results), _strain_section(results), _aha_section(results),
             _figures_section(images), _qc_section(results), _outputs_section(results)]
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
