@@ -343,3 +343,25 @@ def test_qc_checks_colour_the_report_with_written_thresholds():
     assert '<div class="warnings">' in page and "QC red: cycle closure" in page  # a red box at the top
     results["qc"]["cycle_closure_mm"] = {"mean": 1.0, "p95": 2.0}
     assert '<div class="warnings amber">' in render_report(results, {})
+
+
+def test_qc_montage_draws_each_label_contour_on_every_slice_and_the_aha_panel():
+    from deepstrain_jax.report.plots import LABEL_COLOURS, qc_montage_png
+
+    n, z = 40, 3
+    yy, xx = np.mgrid[:n, :n]
+    r = np.hypot(xx - 20, yy - 20)
+    labels = np.zeros((2, n, n, z), np.uint8)
+    labels[:, r < 12] = 2
+    labels[:, r < 7] = 3
+    labels[:, (np.abs(xx - 5) < 3) & (np.abs(yy - 20) < 8)] = 1
+    image = np.random.default_rng(0).uniform(0, 1, (2, n, n, z)).astype(np.float32) + (labels == 3)
+    aha = np.where(labels[0] == 2, 7 + (np.arctan2(yy - 20, xx - 20)[..., None] > 0), 0).astype(np.int32)
+    data = qc_montage_png(image, labels, ed=0, es=1, aha=aha, title="t")
+    assert data == qc_montage_png(image.copy(), labels.copy(), ed=0, es=1, aha=aha, title="t")
+    pixels = decode(data)[..., :3]
+    for label, colour in LABEL_COLOURS.items():
+        want = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)]) / 255.0
+        assert np.all(np.abs(pixels - want) < 0.08, axis=-1).sum() > 50, label  # each contour is drawn
+    # 3 slices x (ED, ES) + the AHA panel fit one row of 4 pairs; without segments no AHA panel.
+    assert png_size(data) == png_size(qc_montage_png(image, labels, ed=0, es=1, aha=None, title="t"))

@@ -21,6 +21,8 @@ The native-grid maps are computed and written one frame at a time
   volumes, global strain and strain rate), ``aha_segments.csv`` (one row per segment: voxels, ESS, peak and
   time to peak), ``aha_curves.csv`` (segments x frames x directions, long format: strain and strain rate);
   every CSV starts with a subject column;
+* ``qc_montage.png``: segmentation contours over the image at ED and ES on every slice of the network grid,
+  and the AHA sectors on a mid slice (first in the report);
 * ``polar_map.png`` (300 dpi), ``.svg`` and ``.pdf``: circumferential, radial and longitudinal ESS bull's-eyes
   side by side, with segment numbers and fixed colour limits
   (:data:`deepstrain_jax.report.plots.STRAIN_LIMITS_PCT`),
@@ -266,7 +268,12 @@ def _write_subject_claimed(result, out_dir, overwrite, atomic_directory, render_
     check_output_folder(out_dir, overwrite=overwrite)
     results = dict(result.results)
     check_results(results)
-    images = figures(results)
+    from deepstrain_jax.report import plots
+
+    images = {"qc_montage.png": plots.qc_montage_png(  # first in the report: is the segmentation right?
+        result.grid.image, result.grid.segmentation, ed=results["frames"]["ed"], es=results["frames"]["es"],
+        aha=result.grid.aha, title=f"{results['subject']}: segmentation at ED and ES (network grid, base -> apex)")}
+    images.update(figures(results))
     grid = results["options"].get("displacement", "native")
     dropped = set()
     if "polar_map.png" not in images:

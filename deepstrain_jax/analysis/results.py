@@ -50,7 +50,7 @@ OUTPUT_FILES = {"segmentation": "segmentation.nii.gz", "displacement": "displace
                 "curves": "curves.csv", "aha_segments": "aha_segments.csv", "polar_map": "polar_map.png",
                 "polar_map_svg": "polar_map.svg", "polar_map_pdf": "polar_map.pdf",
                 "curves_plot": "curves.png", "report": "report.html", "segmentation_labels": "segmentation_labels.txt",
-                "aha_curves": "aha_curves.csv"}
+                "aha_curves": "aha_curves.csv", "qc_montage": "qc_montage.png"}
 
 
 def _f(x) -> float | None:

@@ -339,3 +339,68 @@ def bland_altman_png(reference, measured, *, title: str, unit: str, percent: boo
     ax.set_title(f"{title} (n = {stats.n})" if title else f"n = {stats.n}", fontsize=11)
     fig.tight_layout()
     return png_bytes(fig)
+
+
+# ----------------------------------------------------------------------------------------------- QC montage
+
+LABEL_COLOURS = {1: "#4169e1", 2: "#dc143c", 3: "#ffd700"}  # RV cavity, LV myocardium, LV cavity (ITK-SNAP file)
+
+
+def qc_montage_png(image, labels, *, ed: int, es: int, aha=None, title: str = "", columns: int = 4) -> bytes:
+    """Segmentation contours over the image at ED and ES on every slice, plus the AHA sectors on a mid slice.
+
+    What the networks saw and produced (the network grid, slices base -> apex), so a failed segmentation is
+    visible at a glance: per slice an ED and an ES panel side by side, RV cavity blue, LV myocardium red, LV
+    cavity yellow; a last panel shows the ED myocardium of the middle slice that holds AHA segments, coloured by
+    segment with its number.
+
+    Args:
+      image: ``(T, N, N, Z)`` intensities; labels: ``(T, N, N, Z)`` ACDC labels; ed, es: frames.
+      aha: ``(N, N, Z)`` AHA segment map (0 outside), or None; columns: slice pairs per row.
+    Returns:
+      PNG bytes (deterministic).
+    """
+    image, labels = np.asarray(image), np.asarray(labels)
+    z = image.shape[3]
+    panels = z + (1 if aha is not None and np.any(aha) else 0)
+    rows = int(np.ceil(panels / columns))
+    fig = new_figure(columns * 3.2, rows * 1.75 + 0.4)
+    for k in range(panels):
+        r, c = divmod(k, columns)
+        for j, t in enumerate((ed, es)):
+            ax = fig.add_axes(((c * 2 + j) / (2 * columns) + 0.002, 1 - (r + 1) * (1.75 / (rows * 1.75 + 0.4)),
+                               1 / (2 * columns) - 0.004, 1.6 / (rows * 1.75 + 0.4)))
+            ax.set_axis_off()
+            if k == z:  # the AHA panel
+                if j == 1:
+                    continue
+                _draw_aha_panel(ax, image, labels, aha, ed)
+                continue
+            slice_img = image[t, :, :, k].T
+            lo, hi = np.percentile(image[t], [1, 99.5])
+            ax.imshow(slice_img, cmap="gray", vmin=lo, vmax=hi, origin="lower", interpolation="nearest")
+            for label, colour in LABEL_COLOURS.items():
+                mask = (labels[t, :, :, k] == label).T
+                if mask.any() and not mask.all():
+                    ax.contour(mask.astype(np.float32), levels=[0.5], colors=colour, linewidths=0.8)
+            ax.text(2, image.shape[2] - 4, f"{'ED' if j == 0 else 'ES'} z{k}", color="white", fontsize=6, va="top")
+    fig.suptitle(title or "segmentation QC (network grid, base -> apex)", fontsize=10, y=0.995)
+    return png_bytes(fig)
+
+
+def _draw_aha_panel(ax, image, labels, aha, ed: int) -> None:
+    import matplotlib
+
+    placed = np.flatnonzero(np.asarray(aha).reshape(-1, aha.shape[2]).any(axis=0))
+    k = int(placed[len(placed) // 2])
+    lo, hi = np.percentile(image[ed], [1, 99.5])
+    ax.imshow(image[ed, :, :, k].T, cmap="gray", vmin=lo, vmax=hi, origin="lower", interpolation="nearest")
+    seg = np.asarray(aha[:, :, k]).T.astype(np.float64)
+    cmap = matplotlib.colormaps.get_cmap("tab20")
+    overlay = np.zeros(seg.shape + (4,))
+    for s in np.unique(seg[seg > 0]).astype(int):
+        overlay[seg == s] = (*cmap((s - 1) % 20)[:3], 0.75)
+        yy, xx = np.nonzero(seg == s)
+        ax.text(xx.mean(), yy.mean(), str(s), color="black", fontsize=6, ha="center", va="center")
+    ax.imshow(overlay, origin="lower", interpolation="nearest")
+    ax.text(2, image.shape[2] - 4, f"AHA ED z{k}", color="white", fontsize=6, va="top")
