@@ -172,7 +172,8 @@ def csv_text(header: list[str], rows: list[list]) -> str:
 
 def curves_csv(results: dict) -> str:
     """``curves.csv``: subject, frame, time_s, LV/RV/myocardium volume (mL), global strain (%) and strain rate
-    (1/s); the subject column lets cohort tables be concatenated as they are."""
+    (1/s), basal and apical rotation and twist (degrees); the subject column lets cohort tables be concatenated
+    as they are."""
     from deepstrain_jax.analysis.results import DIRECTIONS
 
     t = results["frames"]["n"]
@@ -180,10 +181,14 @@ def curves_csv(results: dict) -> str:
     vol = results["volumes"]["curves_ml"]
     strain = results["strain"]["global_pct"]
     rate = results["strain"]["strain_rate_per_s"] or {d: [None] * t for d in DIRECTIONS}
+    tw = results["strain"].get("twist") or {}
+    twist = {key: tw.get(key) or [None] * t for key in ("basal_rotation_deg", "apical_rotation_deg", "twist_deg")}
     header = (["subject", "frame", "time_s", "lv_volume_ml", "rv_volume_ml", "myo_volume_ml"]
-              + [f"{d}_strain_pct" for d in DIRECTIONS] + [f"{d}_strain_rate_per_s" for d in DIRECTIONS])
+              + [f"{d}_strain_pct" for d in DIRECTIONS] + [f"{d}_strain_rate_per_s" for d in DIRECTIONS]
+              + list(twist))
     rows = [[results["subject"], k, time[k], vol["lv"][k], vol["rv"][k], vol["myo"][k]]
-            + [strain[d][k] for d in DIRECTIONS] + [rate[d][k] for d in DIRECTIONS] for k in range(t)]
+            + [strain[d][k] for d in DIRECTIONS] + [rate[d][k] for d in DIRECTIONS]
+            + [twist[key][k] for key in twist] for k in range(t)]
     return csv_text(header, rows)
 
 

@@ -20,7 +20,9 @@ Schema ``deepstrain-jax/results`` version 1 (every key is always present; unknow
   over the ED myocardium); ``strain_rate_per_s`` (1/s of the fractional strain, null without dt); ``indices``
   per direction: ess_pct, peak_pct, time_to_peak_s, srs_per_s, time_srs_s, sre_per_s, time_sre_s (times from ED;
   rates and times null without dt); ``legacy`` (legacy mode: the original's global radial/circumferential
-  strain per frame, percent) or null.
+  strain per frame, percent) or null; ``twist`` (:mod:`deepstrain_jax.cardiac.twist`, positive counter-clockwise
+  seen from the apex): basal_slice, apical_slice (network grid), basal_rotation_deg, apical_rotation_deg and
+  twist_deg per frame, peak_twist_deg, torsion_deg_per_cm (nulls with fewer than 2 myocardial slices).
 * ``aha``: n_segments, voxels per segment, ``ess_pct`` per direction (17 values, null for an empty segment),
   and over the whole cycle (:mod:`deepstrain_jax.cardiac.regional`): ``curves_pct`` per direction (frames x 17,
   cine order), ``strain_rate_per_s`` (frames x 17, null without dt), ``peak_pct`` and ``time_to_peak_s`` (17
@@ -83,6 +85,21 @@ def _indices(curve, dt, ed: int, es: int) -> tuple[dict, list | None]:
                time_srs_s=_f(ind.time_srs_s), sre_per_s=_f(ind.sre), time_sre_s=_f(ind.time_sre_s))
     rate = np.roll(np.gradient(c) / dt, ed)  # strain_rate's formula, back in cine order
     return out, _list(rate)
+
+
+def _twist(grid, ed: int) -> dict:
+    """LV rotation, twist and torsion (:mod:`deepstrain_jax.cardiac.twist`) on the network grid (slices base ->
+    apex), JSON-ready."""
+    from deepstrain_jax.cardiac import twist
+
+    affine = np.asarray(grid.affine, np.float64)
+    direction = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
+    myo = np.asarray(grid.segmentation)[ed] == 2
+    u_mm = np.asarray(grid.u_vox) * np.asarray(grid.spacing_mm, np.float32)
+    rotation = twist.slice_rotation_deg(u_mm, myo, grid.spacing_mm, direction, base_first=True)
+    tt = twist.twist_torsion(rotation, grid.spacing_mm, base_first=True)
+    return {k: (_list(v) if isinstance(v, np.ndarray) else (_f(v) if isinstance(v, float) else v))
+            for k, v in tt.items()}
 
 
 def _regional(grid, dt, ed: int) -> dict:
@@ -163,7 +180,8 @@ def build_results(*, cine, networks, options, grid, volumes, ed, es, ed_source, 
         "strain": {"global_pct": {d: _list(c, 100.0) for d, c in curves.items()},
                    "strain_rate_per_s": None if dt is None or t < 3 else rates,
                    "indices": indices,
-                   "legacy": None if legacy is None else {k: _list(a, 100.0) for k, a in legacy.items()}},
+                   "legacy": None if legacy is None else {k: _list(a, 100.0) for k, a in legacy.items()},
+                   "twist": _twist(grid, ed)},
         "aha": aha,
         "qc": {"folded_fraction": _f(folding["folded_fraction"]),
                "folded_fraction_worst_frame": _f(folding["folded_fraction_worst_frame"]),

@@ -196,6 +196,11 @@ def _strain_section(results: dict) -> str:
     header = ["direction", "ESS (%)", "peak (%)", "time to peak (s)", "SRs (1/s)", "time SRs (s)",
               "SRe (1/s)", "time SRe (s)"]
     out = "<h2>Global strain</h2>\n" + _table(header, rows)
+    tw = _dict(strain, "twist")
+    if tw:
+        out += _kv_table([("peak twist (deg, apical minus basal rotation; + counter-clockwise from the apex)",
+                           _fmt(tw.get("peak_twist_deg"), 1)),
+                          ("torsion (deg/cm)", _fmt(tw.get("torsion_deg_per_cm"), 2))])
     if strain.get("strain_rate_per_s") is None:
         out += "<p>Strain-rate curves: n/a.</p>\n"
     return out
