@@ -182,7 +182,7 @@ class AnalysisResult:
     @functools.cached_property
     def strain(self) -> dict:
         """``{"radial", "circumferential", "longitudinal"}`` -> ``(X, Y, Z, T)`` float32 Green-Lagrange strain
-        (mm/mm) on the input grid, within the ED myocardium (0 elsewhere); built on first use."""
+        (mm/mm) on the input grid, within the ED myocardium (NaN elsewhere); built on first use."""
         return self.native.strain()
 
     def write(self, out_dir: str | os.PathLike, *, overwrite: bool = False) -> Path:

@@ -70,7 +70,10 @@ def test_every_output_file_is_written_with_the_input_geometry(analysed, phantom)
     # Strain maps live on the ED myocardium of the written segmentation only.
     ed = result.results["frames"]["ed"]
     strain = np.asarray(nib.load(out / OUTPUT_FILES["strain_circumferential"]).dataobj)
-    assert np.all(strain[seg[..., ed] != 2] == 0) and np.any(strain[seg[..., ed] == 2] != 0)
+    assert np.all(np.isnan(strain[seg[..., ed] != 2])) and np.all(np.isfinite(strain[seg[..., ed] == 2]))
+    assert np.any(strain[seg[..., ed] == 2] != 0)
+    header = nib.load(out / OUTPUT_FILES["strain_circumferential"]).header
+    assert b"unit=mm/mm" in header["descrip"].tobytes() and header["intent_code"] == 1001
 
 
 def test_results_json_schema_and_csvs(analysed):

@@ -140,10 +140,10 @@ class NativeMaps:
 
     def strain_frame(self, t: int) -> np.ndarray:
         """``(X, Y, Z, 3)`` float32 radial, circumferential, longitudinal strain at frame ``t``, within the ED
-        myocardium (0 elsewhere)."""
+        myocardium; NaN elsewhere (so that "outside" and "no strain" are not both 0)."""
         z = self._zflip()
         maps = masked_to_native(self.components[t][:, :, z], self.myo[:, :, z], self.plan, self.crop)
-        maps = np.where(self.myo_native[..., None], maps, 0.0).astype(np.float32)
+        maps = np.where(self.myo_native[..., None], maps, np.nan).astype(np.float32)
         return np.transpose(maps, self.inverse + (3,))
 
     def displacement(self) -> np.ndarray:

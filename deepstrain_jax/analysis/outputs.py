@@ -10,7 +10,9 @@ Files (names in :data:`deepstrain_jax.analysis.results.OUTPUT_FILES`):
   the crop, base -> apex; its affine places it in the scanner frame, so tools that read the affine use it as
   it is), ``native`` for the input's grid, ``none`` for no file;
 * ``strain_radial.nii.gz``, ``strain_circumferential.nii.gz``, ``strain_longitudinal.nii.gz``: ``(X, Y, Z, T)``
-  float32 Green-Lagrange strain (mm/mm) within the ED myocardium, 0 elsewhere;
+  float32 Green-Lagrange strain within the ED myocardium, NaN elsewhere (so that "outside" and "no strain" are
+  not both 0); the unit is written in the header (``descrip`` "GL <direction> strain ED->t unit=mm/mm (not %),
+  NaN off ED myo", intent ESTIMATE with the name ``GL_strain``);
 
 The native-grid maps are computed and written one frame at a time
 (:class:`deepstrain_jax.data.nifti.FrameWriter`), so memory grows with the image size, not with frames x size.
@@ -99,6 +101,7 @@ def _write_displacement(path: Path, result, grid: str) -> None:
 
 
 NIFTI_INTENT_VECTOR = 1007
+NIFTI_INTENT_ESTIMATE = 1001
 ITK_FOLDER = "displacement_itk"
 _RAS_TO_LPS = np.array([-1.0, -1.0, 1.0], np.float32)
 
@@ -152,9 +155,11 @@ def _write_strain(folder: Path, result, names: dict) -> None:
     native = result.native
     shape = native.shape + (native.n_frames,)
     with contextlib.ExitStack() as stack:
-        writers = [stack.enter_context(FrameWriter(folder / names[f"strain_{d}"], shape, np.float32, result.affine,
-                                                   result.frame_interval_s or None))
-                   for d in ("radial", "circumferential", "longitudinal")]
+        writers = [stack.enter_context(FrameWriter(
+            folder / names[f"strain_{d}"], shape, np.float32, result.affine, result.frame_interval_s or None,
+            intent=(NIFTI_INTENT_ESTIMATE, "GL_strain"), allow_nan=True,
+            descrip=f"GL {d} strain ED->t unit=mm/mm (not %), NaN off ED myo"))
+            for d in ("radial", "circumferential", "longitudinal")]
         for t in range(native.n_frames):
             frame = native.strain_frame(t)
             for k, w in enumerate(writers):

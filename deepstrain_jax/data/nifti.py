@@ -234,11 +234,12 @@ class FrameWriter:
     Args:
       path: output file. shape: full image shape (4 or 5 axes). dtype: stored voxel type.
       affine, frame_interval_s: as :func:`to_nifti_image`.
-      intent: ``(code, name)`` for the header's intent, or ``None``; descrip: the header's description.
+      intent: ``(code, name)`` for the header's intent, or ``None``; descrip: the header's description (at most
+        79 characters). allow_nan: accept NaN voxels (maps that are undefined outside a mask); Inf never.
     """
 
     def __init__(self, path, shape, dtype, affine, frame_interval_s: float | None = None, *,
-                 intent: tuple[int, str] | None = None, descrip: str | None = None):
+                 intent: tuple[int, str] | None = None, descrip: str | None = None, allow_nan: bool = False):
         import nibabel as nib
 
         self.path = Path(path)
@@ -265,6 +266,7 @@ class FrameWriter:
         if descrip is not None:
             header["descrip"] = descrip.encode()
         self.header = header
+        self.allow_nan = bool(allow_nan)
         self.n_blocks = int(np.prod(self.shape[3:]))
         self.written = 0
 
@@ -286,8 +288,11 @@ class FrameWriter:
             raise ValueError(f"{self.path.name}: block of shape {block.shape}, expected {self.shape[:3]}")
         if self.written >= self.n_blocks:
             raise ValueError(f"{self.path.name}: more than {self.n_blocks} blocks")
-        if np.issubdtype(block.dtype, np.floating) and not np.all(np.isfinite(block)):
-            raise ValueError(f"{self.path.name}: block {self.written} contains NaN or Inf")
+        bad = ~np.isfinite(block) & ~(np.isnan(block) & self.allow_nan) if np.issubdtype(block.dtype, np.floating) \
+            else None
+        if bad is not None and bad.any():
+            raise ValueError(f"{self.path.name}: block {self.written} contains " + ("Inf" if self.allow_nan else
+                                                                                     "NaN or Inf"))
         data = block.astype(self.dtype.newbyteorder(self.header.endianness), copy=False)
         self._file.write(data.tobytes(order="F"))
         self.written += 1
