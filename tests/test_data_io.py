@@ -243,3 +243,46 @@ def test_acdc_writer_rejects_inconsistent_arguments(tmp_path):
                            {0: np.full((4, 4, 2), 4)})
     with pytest.raises(ValueError, match="es = 3"):
         acdc.AcdcInfo(ed=0, es=3, group="NOR", height_cm=170.0, nb_frame=3, weight_kg=60.0)
+
+
+def test_frame_writer_writes_what_save_nifti_writes_and_nothing_when_incomplete(tmp_path):
+    """The streaming writer against nibabel's own save of the whole array (decompressed bytes: the gzip header
+    holds the file name), for a 4D map and a 5D displacement field, and its refusals."""
+    import gzip
+
+    from deepstrain_jax.analysis.outputs import NIFTI_INTENT_DISPVECT
+    from deepstrain_jax.data.nifti import FrameWriter, save_nifti
+
+    rng = np.random.default_rng(0)
+    affine = np.diag([1.25, 1.25, 8.0, 1.0])
+    affine[:3, 3] = [-10.0, 5.0, 3.0]
+    x = rng.normal(size=(7, 5, 4, 3)).astype(np.float32)
+    save_nifti(tmp_path / "a.nii.gz", x, affine, 0.03)
+    with FrameWriter(tmp_path / "b.nii.gz", x.shape, np.float32, affine, 0.03) as w:
+        for t in range(3):
+            w.write(x[..., t])
+    assert gzip.open(tmp_path / "a.nii.gz").read() == gzip.open(tmp_path / "b.nii.gz").read()
+
+    u = rng.normal(size=(7, 5, 4, 3, 3)).astype(np.float32)
+    img = nib.Nifti1Image(u, affine)
+    with FrameWriter(tmp_path / "u.nii.gz", u.shape, np.float32, affine, 0.03,
+                     intent=(NIFTI_INTENT_DISPVECT, "displacement_mm"), descrip="test") as w:
+        for c in range(3):
+            for t in range(3):
+                w.write(u[..., t, c])
+    back = nib.load(tmp_path / "u.nii.gz")
+    np.testing.assert_array_equal(np.asarray(back.dataobj), u)
+    np.testing.assert_allclose(back.affine, img.affine)
+    assert back.header["intent_code"] == NIFTI_INTENT_DISPVECT and back.header.get_zooms()[3] == np.float32(0.03)
+
+    with pytest.raises(ValueError, match="2 of 3 blocks written"):
+        with FrameWriter(tmp_path / "short.nii.gz", x.shape, np.float32, affine) as w:
+            w.write(x[..., 0])
+            w.write(x[..., 1])
+    with pytest.raises(ValueError, match="contains NaN or Inf"):
+        with FrameWriter(tmp_path / "nan.nii.gz", x.shape, np.float32, affine) as w:
+            w.write(np.full(x.shape[:3], np.nan, np.float32))
+    with pytest.raises(ValueError, match="contains Inf"):
+        with FrameWriter(tmp_path / "inf.nii.gz", x.shape, np.float32, affine, allow_nan=True) as w:
+            w.write(np.full(x.shape[:3], np.inf, np.float32))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.nii.gz", "b.nii.gz", "u.nii.gz"]  # no leftovers

@@ -79,15 +79,19 @@ def _vector_writer(path: Path, shape, affine, frame_interval_s, grid: str):
                        descrip=f"displacement ED->t mm components=world grid={grid}")  # read by eval.datasets.cmac
 
 
+def _network_world_displacement(grid) -> tuple[np.ndarray, np.ndarray]:
+    """``(u_world (T, N, N, Z, 3) float32 mm, affine)``: the network-grid motion in world components."""
+    affine = np.asarray(grid.affine, np.float64)
+    rotation = (affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)).astype(np.float32)
+    return (grid.u_vox * np.asarray(grid.spacing_mm, np.float32)) @ rotation.T, affine
+
+
 def _write_displacement(path: Path, result, grid: str) -> None:
     """``displacement.nii.gz`` on the network grid (from the network-grid motion) or the native grid (streamed
     component by component, frame by frame)."""
     dt = result.frame_interval_s
     if grid == "network":
-        g = result.grid
-        affine = np.asarray(g.affine, np.float64)
-        rotation = (affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)).astype(np.float32)
-        u_world = (g.u_vox * np.asarray(g.spacing_mm, np.float32)) @ rotation.T   # (T, N, N, Z, 3)
+        u_world, affine = _network_world_displacement(result.grid)
         with _vector_writer(path, u_world.shape[1:4] + u_world.shape[:1] + (3,), affine, dt, grid) as w:
             for c in range(3):
                 for t in range(u_world.shape[0]):
@@ -121,10 +125,7 @@ def _write_itk_displacement(folder: Path, result, grid: str) -> None:
         frames, shape, affine = native.n_frames, native.shape, result.affine
         component = native.displacement_component
     else:
-        g = result.grid
-        affine = np.asarray(g.affine, np.float64)
-        rotation = (affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)).astype(np.float32)
-        u_world = (g.u_vox * np.asarray(g.spacing_mm, np.float32)) @ rotation.T   # (T, N, N, Z, 3)
+        u_world, affine = _network_world_displacement(result.grid)
         frames, shape = u_world.shape[0], u_world.shape[1:4]
         component = lambda t, c: u_world[t, ..., c]                                # noqa: E731
     for t in range(frames):

@@ -197,18 +197,27 @@ def to_nifti_image(array, affine, frame_interval_s: float | None = None):
     if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
         raise ValueError("array contains NaN or Inf")
     img = nib.Nifti1Image(array, affine)
+    _set_geometry(img, array.dtype, array.shape, affine, frame_interval_s)
+    return img
+
+
+def _set_geometry(img, dtype, shape, affine, frame_interval_s) -> None:
+    """The header rules of :func:`to_nifti_image` (and :class:`FrameWriter`): stored ``dtype`` and ``shape``,
+    qform = sform = ``affine`` (code 1), units mm / s, zooms from the affine's column norms, the frame interval
+    as ``pixdim[4]`` (0 when unknown), 1 for any further axis, no intensity scaling."""
     header = img.header
-    header.set_data_dtype(array.dtype)
+    header.set_data_dtype(dtype)
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
+    header.set_data_shape(shape)
     header.set_xyzt_units("mm", "sec")
     zooms = list(np.linalg.norm(affine[:3, :3], axis=0))
-    if array.ndim == 4:
+    if len(shape) >= 4:
         zooms.append(float(frame_interval_s) if frame_interval_s is not None else 0.0)
+    zooms += [1.0] * (len(shape) - 4)
     header.set_zooms(zooms)
     header["scl_slope"] = 1.0
     header["scl_inter"] = 0.0
-    return img
 
 
 def save_nifti(path: str | os.PathLike, array, affine, frame_interval_s: float | None = None) -> None:
@@ -249,18 +258,8 @@ class FrameWriter:
         self.dtype = np.dtype(dtype)
         affine = _check_geometry(affine, frame_interval_s)
         img = nib.Nifti1Image(np.zeros((1,) * len(self.shape), self.dtype), affine)
+        _set_geometry(img, self.dtype, self.shape, affine, frame_interval_s)
         header = img.header
-        header.set_data_dtype(self.dtype)
-        img.set_qform(affine, code=1)
-        img.set_sform(affine, code=1)
-        header.set_data_shape(self.shape)
-        header.set_xyzt_units("mm", "sec")
-        zooms = list(np.linalg.norm(affine[:3, :3], axis=0))
-        zooms.append(float(frame_interval_s) if frame_interval_s is not None else 0.0)
-        zooms += [1.0] * (len(self.shape) - 4)
-        header.set_zooms(zooms)
-        header["scl_slope"] = 1.0
-        header["scl_inter"] = 0.0
         if intent is not None:
             header.set_intent(intent[0], name=intent[1])
         if descrip is not None:

@@ -121,11 +121,12 @@ def _warnings_box(results: dict) -> str:
     warnings = _dict(results, "qc").get("warnings") or []
     if isinstance(warnings, str):
         warnings = [warnings]
-    failed = [f"QC {s}: {c} = {html.unescape(v)} ({t})" for c, v, t, s in qc_checks(results) if s in ("amber", "red")]
+    checks = qc_checks(results)
+    failed = [f"QC {s}: {c} = {html.unescape(v)} ({t})" for c, v, t, s in checks if s in ("amber", "red")]
     items = list(warnings) + failed
     if not items:
         return ""
-    level = "red" if _worst(qc_checks(results)) == "red" else "amber"
+    level = "red" if _worst(checks) == "red" else "amber"
     body = "".join(f"<li>{_fmt(w)}</li>\n" for w in items)
     return (f'<div class="warnings{" amber" if level == "amber" else ""}">\n<h2>Warnings ({len(items)})</h2>\n'
             f"<ul>\n{body}</ul>\n</div>\n")

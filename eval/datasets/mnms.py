@@ -22,11 +22,11 @@ M&Ms convention unless ``pred_labels="acdc"``. The group of a subject in the sum
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 
+from deepstrain_jax.analysis.discovery import read_mnms_metadata
 from deepstrain_jax.data.nifti import save_nifti
 from deepstrain_jax.errors import InputError
 from eval.datasets.label_files import as_labels, check_folder, first_existing, load_labels
@@ -45,35 +45,9 @@ def remap_mnms_labels(labels) -> np.ndarray:
 
 
 def read_metadata(path) -> dict[str, dict]:
-    """Parse the M&Ms metadata CSV: ``{code: {"ed": int, "es": int, "pathology": str, "vendor": str, ...}}``.
-
-    Header and values are stripped; ``External code``, ``ED`` and ``ES`` are required.
-    """
-    path = Path(path)
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.reader(f))
-    except FileNotFoundError:
-        raise InputError("metadata CSV not found", path) from None
-    if not rows:
-        raise InputError("empty metadata CSV", path)
-    header = [h.strip() for h in rows[0]]
-    missing = [c for c in ("External code", "ED", "ES") if c not in header]
-    if missing:
-        raise InputError(f"missing column(s) {', '.join(missing)}", path)
-    col = {name: header.index(name) for name in header if name}
-    out = {}
-    for n, row in enumerate(rows[1:], start=2):
-        if not any(cell.strip() for cell in row):
-            continue
-        value = {name: (row[i].strip() if i < len(row) else "") for name, i in col.items()}
-        try:
-            ed, es = int(float(value["ED"])), int(float(value["ES"]))
-        except ValueError:
-            raise InputError(f"line {n}: ED/ES must be integers, got {value['ED']!r}, {value['ES']!r}", path) from None
-        out[value["External code"]] = {"ed": ed, "es": es, "pathology": value.get("Pathology", "") or "unknown",
-                                       "vendor": value.get("Vendor", ""), "centre": value.get("Centre", "")}
-    return out
+    """Parse the M&Ms metadata CSV: ``{code: {"ed": int, "es": int, "pathology": str, "vendor": str, ...}}``
+    (the analysis' own reader, :func:`deepstrain_jax.analysis.discovery.read_mnms_metadata`)."""
+    return read_mnms_metadata(path)
 
 
 def find_metadata(root) -> Path:
