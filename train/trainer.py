@@ -94,6 +94,8 @@ def real_training_refs(config) -> list:
                 refs.append(ref)
                 seen.add(ref.number)
     acdc_real.check_split(refs, tuple(r.held_out))
+    if r.get("limit", 0):
+        refs = refs[:int(r.limit)]
     return refs
 
 
@@ -103,9 +105,16 @@ def make_mixture_pools(config, cfg, val_cfg, cache):
     d = config.data
     members, repeats, val_members = [], [], []
     refs = real_training_refs(config)
+    labeller = None
+    if d.real.get("pseudo_labels", ""):
+        # Frames without manual labels get CarSON's (train/pseudo_labels.py); "shipped": the shipped models.
+        from train.pseudo_labels import CarsonLabeller
+
+        spec = d.real.pseudo_labels
+        labeller = CarsonLabeller(None, None) if spec == "shipped" else CarsonLabeller(spec, None)
     if d.real.repeat > 0:
         members.append(pools.RealAcdcPool(refs, held_out=tuple(d.real.held_out), cfg=cfg, jitter_seed=config.seed,
-                                          cache_dir=cache, cache_mb=d.cache_mb))
+                                          cache_dir=cache, cache_mb=d.cache_mb, labeller=labeller))
         repeats.append(int(d.real.repeat))
     for model in d.phantom_models:
         kwargs = _phantom_kwargs(config, model)
@@ -115,7 +124,8 @@ def make_mixture_pools(config, cfg, val_cfg, cache):
         val_members.append(pools.PhantomPool(d.val_seed, d.val_size, cfg=val_cfg, phenotypes=tuple(d.phenotypes),
                                              cache_dir=cache, cache_mb=d.cache_mb, **kwargs))
     val = pools.MixturePool(val_members) if val_members else pools.RealAcdcPool(
-        refs[:1], held_out=tuple(d.real.held_out), cfg=val_cfg, cache_dir=cache, cache_mb=d.cache_mb)
+        refs[:1], held_out=tuple(d.real.held_out), cfg=val_cfg, cache_dir=cache, cache_mb=d.cache_mb,
+        labeller=labeller)
     return pools.MixturePool(members, repeats), val
 
 
@@ -129,6 +139,8 @@ def _sampler(config):
     kwargs = {"augment": augment}
     if config.task == "carmen":
         kwargs["identity_prob"] = config.data.identity_prob
+        if config.data.get("reverse_prob", 0.0):
+            kwargs["reverse_prob"] = float(config.data.reverse_prob)
     if config.task == "carson":
         kwargs["heart_only"] = config.data.heart_only
         if config.data.get("train_crop", 0):
@@ -141,7 +153,7 @@ def _sampler(config):
 
 def _device_batch(batch: dict) -> dict:
     # Bookkeeping fields (subject, frame, slice, centre) stay on the host.
-    return {k: v for k, v in batch.items() if k not in ("subject", "frame", "slice", "centre")}
+    return {k: v for k, v in batch.items() if k not in ("subject", "frame", "slice", "centre", "reversed")}
 
 
 def num_steps(config, train_pool) -> int:

@@ -168,7 +168,8 @@ def vcn_batch(pool, seed: int, step: int, batch_size: int, *, augment: aug.Augme
 
 
 def carmen_batch(pool, seed: int, step: int, batch_size: int, *, augment: aug.AugmentConfig | None =
-                 aug.AugmentConfig(), identity_prob: float = 0.1, frames: str = "all") -> dict:
+                 aug.AugmentConfig(), identity_prob: float = 0.1, frames: str = "all",
+                 reverse_prob: float = 0.0) -> dict:
     """``[ED, t]`` pairs on the network grid for CarMEN, with labels and (phantoms) displacement truth.
 
     Each example: a subject; ``t = ED`` with probability ``identity_prob`` (the identity pair, ``u = 0``),
@@ -178,20 +179,28 @@ def carmen_batch(pool, seed: int, step: int, batch_size: int, *, augment: aug.Au
     ``u_mask`` (:func:`deepstrain_jax.data.augment.transform_mask`: where every bilinear neighbour is known);
     each image channel z-scored. For the identity pair ``u_vox`` is exactly 0.
 
+    ``reverse_prob``: with this probability a non-identity pair is given the other way round, ``[t, ED]`` (the
+    network learns the inverse motion t -> ED as well). The truth of a reversed pair is not known (it is the
+    inverse field, on the frame-t grid), so its ``u_mask`` is all False: it trains by the unsupervised terms only.
+    The draw is made only when ``reverse_prob > 0``, so ``reverse_prob = 0`` gives the batches of before.
+
     Returns:
       ``{"inputs": (B, N, N, Z, 2) float32, "labels_ed", "labels_t": (B, N, N, Z) int32, "labelled": (B,) bool,
       "u_vox": (B, N, N, Z, 3) float32, "u_mask": (B, N, N, Z) bool (only when ``pool.has_motion_truth``; zeros
-      and False for subjects without truth), "spacing_mm": (B, 3) float32, "subject", "frame": (B,) int32}``.
+      and False for subjects without truth), "spacing_mm": (B, 3) float32, "subject", "frame": (B,) int32}``
+      and ``"reversed": (B,) bool`` (bookkeeping: the pair is ``[t, ED]``).
     """
     _check(pool, seed, step, batch_size)
     if not 0.0 <= identity_prob <= 1.0:
         raise ValueError(f"identity_prob must be in [0, 1], got {identity_prob}")
     if frames not in ("all", "labelled"):
         raise ValueError(f"frames must be 'all' or 'labelled', got {frames!r}")
+    if not 0.0 <= reverse_prob <= 1.0:
+        raise ValueError(f"reverse_prob must be in [0, 1], got {reverse_prob}")
     with_u = bool(getattr(pool, "has_motion_truth", False))
     idx = subject_indices(len(pool), seed, step, batch_size)
     rngs = example_rngs("carmen", seed, step, batch_size)
-    batch, frames_t = None, []
+    batch, frames_t, reversed_ = None, [], []
     for b, (i, rng) in enumerate(zip(idx, rngs)):
         s = pool[int(i)]
         ed = s.ed
@@ -200,10 +209,12 @@ def carmen_batch(pool, seed: int, step: int, batch_size: int, *, augment: aug.Au
             others = others[s.labelled[others]]
         identity = rng.uniform() < identity_prob or others.size == 0
         t = ed if identity else int(others[rng.integers(others.size)])
+        reverse = reverse_prob > 0 and not identity and rng.uniform() < reverse_prob
         tr = _transform(rng, augment)
-        fields = {"image": np.stack([s.image[ed], s.image[t]], axis=-1),
-                  "labels": np.stack([s.labels[ed], s.labels[t]], axis=-1)}
-        if with_u and s.u_vox is not None:
+        first, second = (t, ed) if reverse else (ed, t)
+        fields = {"image": np.stack([s.image[first], s.image[second]], axis=-1),
+                  "labels": np.stack([s.labels[first], s.labels[second]], axis=-1)}
+        if with_u and s.u_vox is not None and not reverse:
             fields["u_vox"] = np.zeros_like(s.u_vox[ed]) if t == ed else s.u_vox[t]
             fields["mask"] = s.u_mask
         moved = aug.transform_example(tr, **fields)
@@ -224,6 +235,8 @@ def carmen_batch(pool, seed: int, step: int, batch_size: int, *, augment: aug.Au
             batch["u_vox"][b] = moved.get("u_vox", 0.0)
             batch["u_mask"][b] = moved.get("mask", False)
         frames_t.append(t)
+        reversed_.append(reverse)
     batch["subject"] = idx.astype(np.int32)
     batch["frame"] = np.asarray(frames_t, np.int32)
+    batch["reversed"] = np.asarray(reversed_, bool)
     return batch

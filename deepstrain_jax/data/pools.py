@@ -365,12 +365,16 @@ class RealAcdcPool(CachedPool):
       cfg: :class:`~deepstrain_jax.data.subjects.SubjectConfig` (``centre="fov"`` for unlabelled cines).
       jitter_seed: with ``cfg.centre_jitter_mm > 0``, subject ``i`` jitters with seed ``[jitter_seed, i]``.
       cache_dir, cache_mb: as :class:`PhantomPool` (keyed by the files' absolute paths and the settings).
+      labeller: optional automatic labels for the frames without manual labels (the CarMEN anatomical loss on
+        full-cycle cines, issue 12): a picklable callable ``labeller(case) -> {frame: (X, Y, Z) labels}`` on
+        the case's native grid, with a ``key`` attribute (a string naming it, e.g. its models' hashes) that
+        enters the cache key. Manual labels are never replaced.
     """
 
     kind = "acdc-real"
 
     def __init__(self, refs, *, held_out=(), cfg: sj.SubjectConfig = sj.SubjectConfig(), jitter_seed: int = 0,
-                 cache_dir=None, cache_mb: float = 2048):
+                 cache_dir=None, cache_mb: float = 2048, labeller=None):
         from deepstrain_jax.data import acdc_real
 
         self.refs = list(refs)
@@ -378,6 +382,9 @@ class RealAcdcPool(CachedPool):
             raise ValueError("a real-data pool needs at least one case")
         acdc_real.check_split(self.refs, held_out)
         self.jitter_seed = int(jitter_seed)
+        if labeller is not None and not isinstance(getattr(labeller, "key", None), str):
+            raise TypeError("labeller must be a callable with a string 'key' attribute")
+        self.labeller = labeller
         super().__init__(cfg, cache_dir, cache_mb)
 
     def __len__(self) -> int:
@@ -386,8 +393,11 @@ class RealAcdcPool(CachedPool):
     def _settings(self) -> dict:
         from deepstrain_jax.data import acdc_real
 
-        return {"refs": [[r.form, r.number, [os.fspath(Path(p).absolute()) for p in r.paths]] for r in self.refs],
-                "jitter_seed": self.jitter_seed, "nominal_spacing_mm": list(acdc_real.NOMINAL_SPACING_MM)}
+        settings = {"refs": [[r.form, r.number, [os.fspath(Path(p).absolute()) for p in r.paths]] for r in self.refs],
+                    "jitter_seed": self.jitter_seed, "nominal_spacing_mm": list(acdc_real.NOMINAL_SPACING_MM)}
+        if self.labeller is not None:  # absent otherwise: the cache keys of pools without one are unchanged
+            settings["labeller"] = self.labeller.key
+        return settings
 
     def patients(self) -> list[str]:
         """The patient numbers of the pool, in order (for the split checks)."""
@@ -397,6 +407,10 @@ class RealAcdcPool(CachedPool):
         from deepstrain_jax.data import acdc_real
 
         case = acdc_real.read_case(self.refs[i])
+        if self.labeller is not None:
+            auto = {int(t): np.asarray(v, np.uint8) for t, v in self.labeller(case).items()
+                    if int(t) not in case.labels}
+            case = case._replace(labels={**auto, **case.labels})
         return acdc_real.case_to_subject(case, self.cfg, jitter_seed=[self.jitter_seed, i])
 
 
