@@ -32,7 +32,8 @@ from deepstrain_jax.metrics.agreement import (
     pearson_r,
     repeatability_coefficient,
 )
-from deepstrain_jax.metrics.motion import EPEComponents, ErrorSummary, dense_epe, epe_components, landmark_epe
+from deepstrain_jax.metrics.motion import (EPEComponents, ErrorSummary, dense_epe, epe_components, landmark_epe,
+                                          propagate_labels)
 from deepstrain_jax.metrics.reliability import ICCResult, icc
 from deepstrain_jax.metrics.segmentation import (
     SurfaceMetrics,
@@ -66,6 +67,7 @@ __all__ = [
     "landmark_epe",
     "lin_ccc",
     "pearson_r",
+    "propagate_labels",
     "repeatability_coefficient",
     "surface_distances",
     "surface_metrics",

@@ -194,3 +194,33 @@ def landmark_epe(u_pred_mm, landmarks_ed_vox, landmarks_t_mm, spacing_mm) -> Err
     u_at = np.moveaxis(sampled.reshape((pts.shape[0], n_frames, d)), 1, 0).reshape((*lead, pts.shape[0], d))
     err = np.linalg.norm(pts * spacing + u_at - truth, axis=-1)
     return _summarize(err, np.ones(err.shape, dtype=bool), lead)
+
+
+def propagate_labels(labels, u_vox, classes=(0, 1, 2, 3)) -> np.ndarray:
+    """Carry a label map along a displacement: ``out(X) = labels(X + u_vox(X))`` (the backward warp).
+
+    Each class's indicator is interpolated linearly (clamp-to-edge, :func:`deepstrain_jax.ops.warp.interpolate`)
+    and the most likely class is kept (ties go to the first class of ``classes``), so boundaries move by
+    sub-voxel amounts rather than jumping to the nearest voxel; an integer shift moves the labels exactly.
+
+    With ``u_vox`` the motion ED -> t on the ED grid (``warp(V_t, u) ~ V_ED``), ``labels`` of frame t come back
+    onto the ED grid: the label-propagation check of a motion estimate on real cines, where no true motion is
+    known (propagated labels against the manual labels of the other frame).
+
+    Args:
+      labels: ``(X, Y, Z)`` integer labels (values outside ``classes`` count as none of them).
+      u_vox: ``(X, Y, Z, 3)`` displacement in voxels of that grid, component ``c`` along array axis ``c``.
+      classes: the label values, background first.
+    Returns:
+      ``(X, Y, Z)`` labels of the dtype of ``labels``.
+    """
+    labels = np.asarray(labels)
+    u = np.asarray(u_vox, np.float32)
+    if labels.ndim != 3 or u.shape != (*labels.shape, 3):
+        raise ValueError(f"labels must be (X, Y, Z) and u_vox (X, Y, Z, 3) on the same grid, got {labels.shape} "
+                         f"and {u.shape}")
+    classes = np.asarray(classes)
+    onehot = (labels[..., None] == classes).astype(np.float32)
+    grid = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float32) for n in labels.shape], indexing="ij"), -1)
+    moved = np.asarray(jax.jit(interpolate)(onehot, grid + u))
+    return classes[np.argmax(moved, axis=-1)].astype(labels.dtype)

@@ -1,0 +1,176 @@
+"""CarMEN on real cines (issue 12): label propagation, reverse pairs, pseudo-labels, the split, a tiny mixed run.
+
+Real cines are read in place from ``../shared/data/acdc`` (CI has it); one or two patients only.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from deepstrain_jax.data import acdc_real as ar
+from deepstrain_jax.data import batches, pools
+from deepstrain_jax.data import subjects as sj
+from deepstrain_jax.metrics import propagate_labels
+from deepstrain_jax.ops.warp import warp
+
+ROOT = ar.default_root()
+needs_data = pytest.mark.skipif(not ROOT.is_dir(), reason="../shared/data/acdc is not beside the repository")
+
+
+def _ring_labels(shape=(40, 36, 6)):
+    x, y = np.meshgrid(np.arange(shape[0]) - 19.5, np.arange(shape[1]) - 17.0, indexing="ij")
+    r = np.hypot(x, y)
+    lab2d = np.where(r < 6, 3, np.where(r < 10, 2, 0)).astype(np.uint8)
+    lab2d[(x > 9) & (x < 15) & (np.abs(y) < 8)] = 1
+    lab = np.repeat(lab2d[..., None], shape[2], axis=2)
+    lab[..., 0] = 0
+    return lab
+
+
+def test_propagation_by_an_integer_shift_is_exact():
+    lab = _ring_labels()
+    shift = np.array([3.0, -2.0, 1.0])
+    u = np.broadcast_to(shift, (*lab.shape, 3)).astype(np.float32)
+    out = propagate_labels(lab, u)
+    # out(X) = lab(X + shift): scipy's shift by -shift (order 0) is the same map; compare away from the clamped edge.
+    expected = ndimage.shift(lab, -shift, order=0, mode="nearest")
+    inner = (slice(4, -4), slice(4, -4), slice(1, -2))
+    np.testing.assert_array_equal(out[inner], expected[inner])
+    assert out.dtype == lab.dtype
+
+
+def test_propagation_undoes_a_known_smooth_warp():
+    """Labels moved by a smooth field come back with that field's inverse up to interpolation: the Dice with the
+    original stays near 1 while the moved labels differ."""
+    from deepstrain_jax.metrics import dice
+
+    lab = _ring_labels((48, 48, 4))
+    x = np.arange(48, dtype=np.float32)
+    u = np.zeros((48, 48, 4, 3), np.float32)
+    u[..., 0] = 1.5 * np.sin(2 * np.pi * x / 48)[None, :, None]  # x-displacement varying along y
+    moved = propagate_labels(lab, u)
+    back = propagate_labels(moved, -u)  # small, smooth: -u is the inverse to first order
+    d_moved = dice(moved, lab, labels=[1, 2, 3])
+    d_back = dice(back, lab, labels=[1, 2, 3])
+    assert np.all(d_back > 0.95) and np.all(d_back >= d_moved - 1e-9)
+    with pytest.raises(ValueError, match="same grid"):
+        propagate_labels(lab, u[:-1])
+
+
+def test_propagation_agrees_with_the_image_warp():
+    """propagate_labels is warp() of each label's indicator, then the arg-max (the same backward-warp convention)."""
+    rng = np.random.default_rng(0)
+    lab = _ring_labels((32, 32, 5))
+    u = rng.uniform(-1.5, 1.5, size=(*lab.shape, 3)).astype(np.float32)
+    u = ndimage.gaussian_filter(u, (3, 3, 1, 0))
+    onehot = (lab[..., None] == np.arange(4)).astype(np.float32)
+    expected = np.asarray(warp(onehot[None], u[None]))[0].argmax(-1)
+    np.testing.assert_array_equal(propagate_labels(lab, u), expected)
+
+
+def _toy_subject(n_frames=5, truth=True):
+    rng = np.random.default_rng(1)
+    image = rng.normal(size=(24, 24, 4, n_frames)).astype(np.float32)
+    lab = {0: _ring_labels((24, 24, 4))}
+    u = rng.normal(size=(n_frames, 24, 24, 4, 3)).astype(np.float32) if truth else None
+    cfg = sj.SubjectConfig(inplane_mm=2.0, n_slices=4, crop=16, centre="fov", vcn_canvas=16)
+    return sj.make_subject(image, (2.0, 2.0, 8.0), labels=lab, u_mm=u, ed=0, es=2, cfg=cfg)
+
+
+def test_reverse_pairs_swap_frames_and_drop_the_truth():
+    s = _toy_subject()
+    pool = [s]
+
+    class Pool(list):
+        has_motion_truth = True
+
+    pool = Pool(pool)
+    b0 = batches.carmen_batch(pool, 0, 0, 8, augment=None, identity_prob=0.0)
+    np.testing.assert_array_equal(batches.carmen_batch(pool, 0, 0, 8, augment=None, identity_prob=0.0,
+                                                       reverse_prob=0.0)["inputs"], b0["inputs"])
+    assert not b0["reversed"].any()
+    b1 = batches.carmen_batch(pool, 0, 0, 8, augment=None, identity_prob=0.0, reverse_prob=1.0)
+    assert b1["reversed"].all()
+    for k in range(8):
+        t = b1["frame"][k]
+        # [t, ED], each channel z-scored: channel 0 is frame t, channel 1 is ED.
+        np.testing.assert_allclose(b1["inputs"][k, ..., 0], b0_frame(s, t), atol=1e-5)
+        np.testing.assert_allclose(b1["inputs"][k, ..., 1], b0_frame(s, s.ed), atol=1e-5)
+        assert not b1["u_mask"][k].any() and not b1["u_vox"][k].any()
+    assert b0["u_mask"].any()
+    with pytest.raises(ValueError, match="reverse_prob"):
+        batches.carmen_batch(pool, 0, 0, 2, reverse_prob=1.5)
+
+
+def b0_frame(s, t):
+    x = s.image[t]
+    return (x - x.mean()) / (x.std() + 1e-8)
+
+
+@needs_data
+def test_pseudo_labels_fill_only_the_unlabelled_frames():
+    from train.pseudo_labels import CarsonLabeller
+
+    (ref,) = ar.find_cases(ROOT, "cine", include=["001"])
+    case = ar.read_case(ref)
+    case = case._replace(image=case.image[..., :4])  # ED (0) and three more frames keep it quick
+    lab = CarsonLabeller()
+    auto = lab(case)
+    assert sorted(auto) == [1, 2, 3] and case.ed == 0 and 0 in case.labels
+    for t, v in auto.items():
+        assert v.shape == case.image.shape[:3] and v.dtype == np.uint8 and set(np.unique(v)) <= {0, 1, 2, 3}
+    # Next to ED the automatic labels agree with the manual ED labels on the LV (same heart, 1 frame later).
+    from deepstrain_jax.metrics import dice
+
+    assert dice(auto[1], case.labels[0], labels=[3])[0] > 0.8
+    # The pool uses them, keeps the manual ones, and keys its cache by the labeller.
+    p = pools.RealAcdcPool([ref], held_out=ar.HELD_OUT, labeller=lab)
+    assert "labeller" in p._settings() and "labeller" not in pools.RealAcdcPool([ref])._settings()
+
+
+@needs_data
+def test_carmen_real_config_never_reaches_a_held_out_patient(tmp_path):
+    from configs import carmen
+    from train import trainer
+
+    c = carmen.get_config("real")
+    assert tuple(c.data.real.held_out) == ar.HELD_OUT
+    refs = trainer.real_training_refs(c)
+    names = {r.number for r in refs}
+    assert len(refs) == 36 and not names & set(ar.HELD_OUT)
+    assert {r.form for r in refs} == {"cine"}
+    # Every subject index of many steps maps to a training cine or a phantom.
+    c.data.real.pseudo_labels = ""  # the split, not the labelling, is under test
+    train, _ = trainer.make_pools(c, tmp_path)
+    for step in range(0, 300, 7):
+        for i in batches.subject_indices(len(train), c.seed, step, c.train.batch_size):
+            k, j = train.locate(int(i))
+            if isinstance(train.pools[k], pools.RealAcdcPool):
+                assert train.pools[k].refs[j].number not in ar.HELD_OUT
+
+
+@needs_data
+def test_tiny_mixed_real_and_phantom_training_lowers_both_losses(tmp_path):
+    """Real cines (unsupervised + pseudo-labels) and phantoms (with the end-point error) in one run."""
+    from configs import carmen
+    from train import trainer
+
+    c = carmen.get_config("real_smoke")
+    c.data.phantom_models = ("A",)
+    c.data.real.limit = 1
+    c.data.cache_dir = str(tmp_path / "cache")
+    c.augment.enabled = False
+    c.loss.lambda_epe = 0.1
+    c.train.steps, c.train.lr = 24, 3e-3
+    c.train.log_every, c.train.eval_every, c.train.ckpt_every = 4, 24, 24
+    trainer.train_and_evaluate(c, tmp_path / "run")
+    rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    train_rows = [r for r in rows if r["split"] == "train"]
+    assert len(train_rows) == 6
+    first, last = train_rows[0], train_rows[-1]
+    assert last["loss"] < first["loss"], (first, last)
+    assert last["epe_mm"] < first["epe_mm"], (first, last)
