@@ -25,8 +25,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import functools
 import os
+import shlex
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -162,6 +166,8 @@ class AnalysisResult:
         frame by frame (``native.displacement_frame(t)``, ``native.strain_frame(t)``): what the writers use, so
         memory does not grow with frames x image size.
       grid: :class:`NetworkGrid`.
+      run: how this result was made: ``command`` (the process's command line), ``started_utc`` (ISO 8601),
+        ``seconds`` (reading to results, before writing); written as ``run.json`` beside ``results.json``.
 
     ``displacement_mm`` and ``strain`` (below) build the whole arrays on first use.
     """
@@ -173,6 +179,7 @@ class AnalysisResult:
     segmentation: np.ndarray
     native: grids.NativeMaps
     grid: NetworkGrid
+    run: dict = dataclasses.field(default_factory=dict)
 
     @functools.cached_property
     def displacement_mm(self) -> np.ndarray:
@@ -380,6 +387,8 @@ def _analyze(source, out, networks: Networks | None, options: AnalysisOptions, o
     """:func:`analyze` after its argument checks, with the claim on ``out`` held."""
     from deepstrain_jax.analysis import results as res
 
+    started, t0 = datetime.datetime.now(datetime.timezone.utc), time.perf_counter()
+
     if out is not None:
         from deepstrain_jax.analysis.outputs import check_output_folder
 
@@ -515,7 +524,9 @@ def _analyze(source, out, networks: Networks | None, options: AnalysisOptions, o
         centre_source=centre_source, folding=folding, closure=closure, legacy=legacy, warnings=warnings,
         frame_interval_note=dt_note, coverage=coverage)
     result = AnalysisResult(name=cine0.name, results=results, affine=cine0.affine, frame_interval_s=dt,
-                            segmentation=seg_out, native=native, grid=grid)
+                            segmentation=seg_out, native=native, grid=grid,
+                            run={"command": shlex.join(sys.argv), "started_utc": started.isoformat(timespec="seconds"),
+                                 "seconds": round(time.perf_counter() - t0, 3)})
     if out is not None:
         result.write(out, overwrite=overwrite)
     return result

@@ -4,6 +4,7 @@ exact truth, determinism, slice-order detection, cohorts with a corrupt subject,
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import nibabel as nib
@@ -93,7 +94,9 @@ def test_results_json_schema_and_csvs(analysed):
     assert len(aha) == 18 and aha[0].startswith("subject,segment,name")
     assert aha[1].startswith("patient001,1,basal anterior")
     html = (out / "report.html").read_text()
-    assert "patient001" in html and "data:image/png;base64," in html and "http" not in html
+    assert "patient001" in html and "data:image/png;base64," in html
+    # Self-contained: no link out (the embedded PNGs' base64 text is left out: it may spell "http" by chance).
+    assert "http" not in re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", html)
 
 
 def test_regional_curves_and_tables_agree_with_results_json(analysed):
@@ -101,8 +104,17 @@ def test_regional_curves_and_tables_agree_with_results_json(analysed):
     d = json.loads((out / "results.json").read_text())
     aha, t, es = d["aha"], d["frames"]["n"], d["frames"]["es"]
     rows = [line.split(",") for line in (out / OUTPUT_FILES["aha_curves"]).read_text().splitlines()]
-    assert rows[0] == ["subject", "segment", "frame", "time_s", "direction", "strain_pct", "strain_rate_per_s"]
+    assert rows[0] == ["subject", "segment", "frame", "time_s", "direction", "strain_pct", "strain_rate_per_s",
+                       "experimental"]
     assert len(rows) == 1 + 17 * t * 3 and {r[0] for r in rows[1:]} == {"patient001"}
+    # Radial and longitudinal strain are marked experimental in every table (issue 12).
+    assert {(r[4], r[7]) for r in rows[1:]} == {("radial", "true"), ("circumferential", "false"),
+                                                ("longitudinal", "true")}
+    assert d["strain"]["experimental"]["directions"] == ["radial", "longitudinal"]
+    curves_header = (out / OUTPUT_FILES["curves"]).read_text().splitlines()[0].split(",")
+    assert "circumferential_strain_pct" in curves_header and "longitudinal_strain_pct_experimental" in curves_header
+    assert "radial_strain_pct" not in curves_header
+    assert "(experimental)" in (out / OUTPUT_FILES["report"]).read_text()
     for r in rows[1:]:
         if int(r[2]) == es and r[5]:
             assert float(r[5]) == pytest.approx(aha["ess_pct"][r[4]][int(r[1]) - 1], rel=1e-5, abs=1e-6)
@@ -113,6 +125,25 @@ def test_regional_curves_and_tables_agree_with_results_json(analysed):
     assert aha["dyssynchrony_ms"]["circumferential"] is not None
     table = [line.split(",") for line in (out / OUTPUT_FILES["aha_segments"]).read_text().splitlines()]
     assert "circumferential_peak_pct" in table[0] and "circumferential_time_to_peak_s" in table[0]
+    assert "radial_ess_pct_experimental" in table[0] and "longitudinal_peak_pct_experimental" in table[0]
+
+
+def test_provenance_in_results_and_run_json(analysed):
+    """results.json names the software and models (deterministic); run.json how the folder was made."""
+    import jax
+
+    from deepstrain_jax import __version__
+
+    result, out = analysed
+    d = json.loads((out / "results.json").read_text())
+    assert d["software"] == {"name": "deepstrain-jax", "version": __version__, "jax_version": jax.__version__,
+                             "jaxlib_version": d["software"]["jaxlib_version"], "jax_backend": "cpu",
+                             "numpy_version": np.__version__}
+    for name in ("vcn", "carson", "carmen"):
+        assert len(d["models"][name]["sha256"]) == 64 and d["models"][name]["name"]
+    run = json.loads((out / "run.json").read_text())
+    assert set(run) == {"command", "started_utc", "seconds"} and run["seconds"] > 0
+    assert run["started_utc"].endswith("+00:00")
 
 
 def test_values_against_the_phantom_truth(analysed, phantom, case):
@@ -150,6 +181,8 @@ def test_two_runs_give_identical_outputs(analysed, phantom, networks, tmp_path):
     np.testing.assert_array_equal(again.displacement_mm, result.displacement_mm)
     for name in ("results.json", "curves.csv", "aha_segments.csv", "polar_map.png", "curves.png", "report.html"):
         assert (tmp_path / "again" / name).read_bytes() == (out / name).read_bytes(), name
+    # run.json is the one file that records the run itself (its start time and duration).
+    assert json.loads((tmp_path / "again" / "run.json").read_text())["started_utc"]
 
 
 def test_displacement_grids_native_network_and_none(analysed, phantom, networks, tmp_path):

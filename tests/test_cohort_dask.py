@@ -46,9 +46,12 @@ def client(tmp_path_factory):
 
 
 def _contents(folder: Path) -> dict:
-    """Every output file's bytes (gzip NIfTIs decompressed: the gzip header holds the temporary file's name)."""
+    """Every output file's bytes (gzip NIfTIs decompressed: the gzip header holds the temporary file's name), but
+    ``run.json``, which records the run itself (start time, duration, command)."""
     out = {}
     for p in sorted(folder.iterdir()):
+        if p.name == "run.json":
+            continue
         data = p.read_bytes()
         out[p.name] = gzip.decompress(data) if p.name.endswith(".gz") else data
     return out

@@ -20,9 +20,13 @@ from typing import Callable
 from deepstrain_jax.errors import InputError, check_type
 
 COLUMNS = ("subject", "status", "error", "group", "n_frames", "ed", "es", "lv_edv_ml", "lv_esv_ml", "lv_ef_pct",
-           "lv_mass_g", "rv_edv_ml", "rv_esv_ml", "rv_ef_pct", "gcs_ess_pct", "grs_ess_pct", "gls_ess_pct",
-           "gcs_srs_per_s", "gcs_sre_per_s", "grs_srs_per_s", "grs_sre_per_s", "gls_srs_per_s", "gls_sre_per_s",
+           "lv_mass_g", "rv_edv_ml", "rv_esv_ml", "rv_ef_pct", "gcs_ess_pct", "grs_ess_pct_experimental",
+           "gls_ess_pct_experimental", "gcs_srs_per_s", "gcs_sre_per_s", "grs_srs_per_s_experimental",
+           "grs_sre_per_s_experimental", "gls_srs_per_s_experimental", "gls_sre_per_s_experimental",
            "folded_fraction", "n_warnings", "seconds")
+# Radial and longitudinal strain are not validated (deepstrain_jax.analysis.results.EXPERIMENTAL): their columns
+# say so in their names.
+_SUFFIX = {"gcs": "", "grs": "_experimental", "gls": "_experimental"}
 
 
 @dataclasses.dataclass
@@ -46,9 +50,8 @@ class CohortRow:
                        **{k: v[k] for k in ("lv_edv_ml", "lv_esv_ml", "lv_ef_pct", "lv_mass_g", "rv_edv_ml",
                                             "rv_esv_ml", "rv_ef_pct")})
             for short, d in (("gcs", "circumferential"), ("grs", "radial"), ("gls", "longitudinal")):
-                row[f"{short}_ess_pct"] = ind[d]["ess_pct"]
-                row[f"{short}_srs_per_s"] = ind[d]["srs_per_s"]
-                row[f"{short}_sre_per_s"] = ind[d]["sre_per_s"]
+                for key in ("ess_pct", "srs_per_s", "sre_per_s"):
+                    row[f"{short}_{key}{_SUFFIX[short]}"] = ind[d][key]
         return [row.get(c) for c in COLUMNS]
 
 

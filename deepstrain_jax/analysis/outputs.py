@@ -176,6 +176,14 @@ def csv_text(header: list[str], rows: list[list]) -> str:
     return buf.getvalue()
 
 
+def column(direction: str, what: str) -> str:
+    """A CSV column name, ``{direction}_{what}``, with ``_experimental`` appended for the directions of
+    :data:`deepstrain_jax.analysis.results.EXPERIMENTAL` (not validated: a reader cannot miss it)."""
+    from deepstrain_jax.analysis.results import EXPERIMENTAL
+
+    return f"{direction}_{what}" + ("_experimental" if direction in EXPERIMENTAL else "")
+
+
 def curves_csv(results: dict) -> str:
     """``curves.csv``: subject, frame, time_s, LV/RV/myocardium volume (mL), global strain (%) and strain rate
     (1/s), basal and apical rotation and twist (degrees); the subject column lets cohort tables be concatenated
@@ -190,7 +198,7 @@ def curves_csv(results: dict) -> str:
     tw = results["strain"].get("twist") or {}
     twist = {key: tw.get(key) or [None] * t for key in ("basal_rotation_deg", "apical_rotation_deg", "twist_deg")}
     header = (["subject", "frame", "time_s", "lv_volume_ml", "rv_volume_ml", "myo_volume_ml"]
-              + [f"{d}_strain_pct" for d in DIRECTIONS] + [f"{d}_strain_rate_per_s" for d in DIRECTIONS]
+              + [column(d, "strain_pct") for d in DIRECTIONS] + [column(d, "strain_rate_per_s") for d in DIRECTIONS]
               + list(twist))
     rows = [[results["subject"], k, time[k], vol["lv"][k], vol["rv"][k], vol["myo"][k]]
             + [strain[d][k] for d in DIRECTIONS] + [rate[d][k] for d in DIRECTIONS]
@@ -204,8 +212,8 @@ def aha_csv(results: dict) -> str:
     from deepstrain_jax.analysis.results import DIRECTIONS
     from deepstrain_jax.report import AHA_SEGMENT_NAMES
 
-    header = (["subject", "segment", "name", "voxels"] + [f"{d}_ess_pct" for d in DIRECTIONS]
-              + [f"{d}_peak_pct" for d in DIRECTIONS] + [f"{d}_time_to_peak_s" for d in DIRECTIONS])
+    header = (["subject", "segment", "name", "voxels"] + [column(d, "ess_pct") for d in DIRECTIONS]
+              + [column(d, "peak_pct") for d in DIRECTIONS] + [column(d, "time_to_peak_s") for d in DIRECTIONS])
     aha = results["aha"]
 
     def value(key, d, s):
@@ -221,10 +229,12 @@ def aha_csv(results: dict) -> str:
 
 def aha_curves_csv(results: dict) -> str:
     """``aha_curves.csv``, long format (one row per subject, segment, frame and direction): subject, segment,
-    frame, time_s, direction, strain_pct, strain_rate_per_s. Header only when the segments were not placed."""
-    from deepstrain_jax.analysis.results import DIRECTIONS
+    frame, time_s, direction, strain_pct, strain_rate_per_s, experimental (``true`` for the directions of
+    :data:`deepstrain_jax.analysis.results.EXPERIMENTAL`). Header only when the segments were not placed."""
+    from deepstrain_jax.analysis.results import DIRECTIONS, EXPERIMENTAL
 
-    header = ["subject", "segment", "frame", "time_s", "direction", "strain_pct", "strain_rate_per_s"]
+    header = ["subject", "segment", "frame", "time_s", "direction", "strain_pct", "strain_rate_per_s",
+              "experimental"]
     aha = results["aha"]
     rows = []
     if aha is not None and "curves_pct" in aha:
@@ -234,7 +244,7 @@ def aha_curves_csv(results: dict) -> str:
                 for d in DIRECTIONS:
                     rate = aha["strain_rate_per_s"][d]
                     rows.append([results["subject"], s + 1, k, time[k], d, aha["curves_pct"][d][k][s],
-                                 None if rate is None else rate[k][s]])
+                                 None if rate is None else rate[k][s], "true" if d in EXPERIMENTAL else "false"])
     return csv_text(header, rows)
 
 
@@ -246,16 +256,22 @@ def figures(results: dict) -> dict[str, bytes]:
 
     images = {}
     aha = results["aha"]
+    experimental = tuple((results["strain"].get("experimental") or {}).get("directions") or ())
     if aha is not None:
         limits = {d: (lo, hi) for d, lo, hi in results["options"].get("bullseye_limits_pct") or ()}
         maps = plots.strain_polar_maps(
             {d: aha["ess_pct"][d] for d in ("circumferential", "radial", "longitudinal")}, limits=limits,
-            title=f"{results['subject']}: end-systolic strain (%)")
+            title=f"{results['subject']}: end-systolic strain (%)", experimental=experimental)
         images.update({f"polar_map.{fmt}": data for fmt, data in maps.items()})
     vols = results["volumes"]["curves_ml"]
+
+    def named(curves):
+        return None if curves is None else {(f"{d} (experimental)" if d in experimental else d): c
+                                            for d, c in curves.items()}
+
     images["curves.png"] = plots.curves_png(
-        results["frames"]["time_s"], results["strain"]["global_pct"],
-        strain_rate_per_s=results["strain"]["strain_rate_per_s"],
+        results["frames"]["time_s"], named(results["strain"]["global_pct"]),
+        strain_rate_per_s=named(results["strain"]["strain_rate_per_s"]),
         volumes_ml={"LV": vols["lv"], "RV": vols["rv"]}, ed=results["frames"]["ed"], es=results["frames"]["es"],
         title=results["subject"])
     return images
@@ -304,6 +320,7 @@ def _write_subject_claimed(result, out_dir, overwrite, atomic_directory, render_
         (tmp / OUTPUT_FILES["segmentation_labels"]).write_text(ITK_SNAP_LABELS)
         _write_strain(tmp, result, OUTPUT_FILES)
         (tmp / OUTPUT_FILES["results"]).write_text(json.dumps(results, indent=2) + "\n")
+        (tmp / OUTPUT_FILES["run"]).write_text(json.dumps(getattr(result, "run", {}), indent=2) + "\n")
         (tmp / OUTPUT_FILES["curves"]).write_text(curves_csv(results))
         (tmp / OUTPUT_FILES["aha_segments"]).write_text(aha_csv(results))
         (tmp / OUTPUT_FILES["aha_curves"]).write_text(aha_curves_csv(results))

@@ -2,7 +2,10 @@
 
 Schema ``deepstrain-jax/results`` version 1 (every key is always present; unknown values are ``null``):
 
-* ``schema``, ``schema_version``, ``software`` {name, version}, ``subject``.
+* ``schema``, ``schema_version``, ``subject``; ``software``: name, version (deepstrain-jax), jax_version,
+  jaxlib_version, jax_backend (``cpu`` / ``gpu`` / ``tpu``: the backend the networks ran on), numpy_version. How
+  this output folder was made (command line, start time, seconds taken) is in ``run.json`` beside it, the
+  only file that differs between two runs of the same input and models.
 * ``input``: path, kind (``nifti`` / ``acdc`` / ``ukbb`` / ``mnms`` / ``dicom`` / ``array``), cine file, shape
   ``[X, Y, Z, T]``, spacing_mm, affine (4x4),
   frame_interval_s and its source (``option`` / ``header`` / ``heart_rate`` / null) and a note when a given
@@ -22,7 +25,8 @@ Schema ``deepstrain-jax/results`` version 1 (every key is always present; unknow
   rates and times null without dt); ``legacy`` (legacy mode: the original's global radial/circumferential
   strain per frame, percent) or null; ``twist`` (:mod:`deepstrain_jax.cardiac.twist`, positive counter-clockwise
   seen from the apex): basal_slice, apical_slice (network grid), basal_rotation_deg, apical_rotation_deg and
-  twist_deg per frame, peak_twist_deg, torsion_deg_per_cm (nulls with fewer than 2 myocardial slices).
+  twist_deg per frame, peak_twist_deg, torsion_deg_per_cm (nulls with fewer than 2 myocardial slices);
+  ``experimental`` {directions, note}: the directions whose values are not validated (:data:`EXPERIMENTAL`).
 * ``aha``: n_segments, voxels per segment, ``ess_pct`` per direction (17 values, null for an empty segment),
   and over the whole cycle (:mod:`deepstrain_jax.cardiac.regional`): ``curves_pct`` per direction (frames x 17,
   cine order), ``strain_rate_per_s`` (frames x 17, null without dt), ``peak_pct`` and ``time_to_peak_s`` (17
@@ -43,6 +47,12 @@ import numpy as np
 SCHEMA = "deepstrain-jax/results"
 SCHEMA_VERSION = 1
 DIRECTIONS = ("radial", "circumferential", "longitudinal")
+# Strain directions not validated against a known truth on real hearts or on unseen phantom shapes (issue 12):
+# longitudinal strain from a short-axis stack rests on the through-plane motion between thick slices; radial
+# strain across a wall of a few voxels misses its phantom target. Marked in results.json, the CSVs and the report.
+EXPERIMENTAL = ("radial", "longitudinal")
+EXPERIMENTAL_NOTE = ("experimental: radial and longitudinal strain are not validated (longitudinal strain from a "
+                     "short-axis stack rests on through-plane motion between thick slices; see docs/validation.md)")
 CLOSURE_WARNING_MM = 4.0  # the report's red threshold (deepstrain_jax.report.html.QC_THRESHOLDS)
 TOP_KEYS = ("schema", "schema_version", "software", "subject", "input", "models", "options", "frames", "volumes",
             "strain", "aha", "qc", "outputs")
@@ -52,7 +62,7 @@ OUTPUT_FILES = {"segmentation": "segmentation.nii.gz", "displacement": "displace
                 "curves": "curves.csv", "aha_segments": "aha_segments.csv", "polar_map": "polar_map.png",
                 "polar_map_svg": "polar_map.svg", "polar_map_pdf": "polar_map.pdf",
                 "curves_plot": "curves.png", "report": "report.html", "segmentation_labels": "segmentation_labels.txt",
-                "aha_curves": "aha_curves.csv", "qc_montage": "qc_montage.png"}
+                "aha_curves": "aha_curves.csv", "qc_montage": "qc_montage.png", "run": "run.json"}
 
 
 def _f(x) -> float | None:
@@ -119,13 +129,24 @@ def _regional(grid, dt, ed: int) -> dict:
             "dyssynchrony_ms": {d: _f(ind[d]["dyssynchrony_ms"]) for d in DIRECTIONS}}
 
 
+def software() -> dict:
+    """``results.json``'s ``software``: package, JAX and numpy versions and the backend the networks ran on."""
+    import jax
+    import jaxlib
+
+    from deepstrain_jax import __version__
+
+    return {"name": "deepstrain-jax", "version": __version__, "jax_version": jax.__version__,
+            "jaxlib_version": jaxlib.__version__, "jax_backend": jax.default_backend(),
+            "numpy_version": np.__version__}
+
+
 def build_results(*, cine, networks, options, grid, volumes, ed, es, ed_source, es_source, dt, dt_source,
                   slice_axis, slice_order, slice_order_source, slice_order_slope, centre, centre_source, folding,
                   closure, legacy, warnings, frame_interval_note=None, coverage=None) -> dict:
     """Assemble the schema-1 dictionary (module docstring) from the pipeline's pieces."""
     import dataclasses
 
-    from deepstrain_jax import __version__
     from deepstrain_jax.cardiac.polar_map import segment_means, segment_reduce
 
     t = int(cine.image.shape[3])
@@ -158,7 +179,7 @@ def build_results(*, cine, networks, options, grid, volumes, ed, es, ed_source, 
     v = volumes
     return {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
-        "software": {"name": "deepstrain-jax", "version": __version__},
+        "software": software(),
         "subject": cine.name,
         "input": {"path": str(cine.path), "kind": cine.kind, "cine": str(cine.cine_path),
                   "shape": [int(s) for s in cine.image.shape], "spacing_mm": _list(cine.spacing_mm),
@@ -181,7 +202,8 @@ def build_results(*, cine, networks, options, grid, volumes, ed, es, ed_source, 
                    "strain_rate_per_s": None if dt is None or t < 3 else rates,
                    "indices": indices,
                    "legacy": None if legacy is None else {k: _list(a, 100.0) for k, a in legacy.items()},
-                   "twist": _twist(grid, ed)},
+                   "twist": _twist(grid, ed),
+                   "experimental": {"directions": list(EXPERIMENTAL), "note": EXPERIMENTAL_NOTE}},
         "aha": aha,
         "qc": {"folded_fraction": _f(folding["folded_fraction"]),
                "folded_fraction_worst_frame": _f(folding["folded_fraction_worst_frame"]),

@@ -190,13 +190,18 @@ def _strain_section(results: dict) -> str:
     names = list(DIRECTIONS) + [k for k in indices if k not in DIRECTIONS]
     columns = (("ess_pct", 1), ("peak_pct", 1), ("time_to_peak_s", 3), ("srs_per_s", 2), ("time_srs_s", 3),
                ("sre_per_s", 2), ("time_sre_s", 3))
+    experimental = _dict(strain, "experimental")
+    marked = set(experimental.get("directions") or ())
     rows = []
     for name in names:
         idx = _dict(indices, name)
-        rows.append([_fmt(name)] + [_fmt(idx.get(key), d) for key, d in columns])
+        rows.append([_fmt(name) + (" (experimental)" if name in marked else "")]
+                    + [_fmt(idx.get(key), d) for key, d in columns])
     header = ["direction", "ESS (%)", "peak (%)", "time to peak (s)", "SRs (1/s)", "time SRs (s)",
               "SRe (1/s)", "time SRe (s)"]
     out = "<h2>Global strain</h2>\n" + _table(header, rows)
+    if marked:
+        out += f"<p class=\"note\">{html.escape(str(experimental.get('note') or ''))}</p>\n"
     tw = _dict(strain, "twist")
     if tw:
         out += _kv_table([("peak twist (deg, apical minus basal rotation; + counter-clockwise from the apex)",
@@ -218,7 +223,9 @@ def _aha_section(results: dict) -> str:
     for i in range(n):
         rows.append([str(i + 1), AHA_SEGMENT_NAMES[i], _fmt(_item(aha.get("voxels"), i))]
                     + [_fmt(_item(ess.get(d), i), 1) for d in DIRECTIONS])
-    header = ["segment", "name", "voxels"] + [f"{d} ESS (%)" for d in DIRECTIONS]
+    marked = set((_dict(_dict(results, "strain"), "experimental").get("directions")) or ())
+    header = ["segment", "name", "voxels"] + [f"{d} ESS (%)" + (" (experimental)" if d in marked else "")
+                                              for d in DIRECTIONS]
     return "<h2>AHA segments</h2>\n" + _table(header, rows, numeric_from=2)
 
 

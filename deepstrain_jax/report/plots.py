@@ -173,12 +173,14 @@ STRAIN_LIMITS_PCT = {"circumferential": (-30.0, 30.0), "longitudinal": (-30.0, 3
 PUBLICATION_DPI = 300
 
 
-def strain_polar_maps(panels: dict, *, title: str, limits: dict | None = None, decimals: int = 1) -> dict:
+def strain_polar_maps(panels: dict, *, title: str, limits: dict | None = None, decimals: int = 1,
+                      experimental=()) -> dict:
     """The strain bull's-eyes of one subject (or a group mean) with fixed, documented colour limits.
 
     One panel per direction (``{direction: (16,) or (17,) values in %}``), each with its segment numbers, its
     colorbar labelled with the direction and unit, and the limits of :data:`STRAIN_LIMITS_PCT` (updated by
-    ``limits``: ``{direction: (lo, hi)}``). Segment 17 is coloured when it has a value.
+    ``limits``: ``{direction: (lo, hi)}``). Segment 17 is coloured when it has a value. Panels named in
+    ``experimental`` are titled "<direction> (experimental)".
 
     Returns:
       ``{"png": 300 dpi PNG bytes, "svg": SVG bytes (text kept as text), "pdf": PDF bytes}``, each deterministic.
@@ -195,7 +197,7 @@ def strain_polar_maps(panels: dict, *, title: str, limits: dict | None = None, d
             lo, hi = lim.get(name, (None, None))
             ax = fig.add_axes((i / k + 0.005, 0.02, 0.8 / k, 0.84))
             mappable = draw_bullseye(ax, values, vmin=lo, vmax=hi, decimals=decimals, numbers=True)
-            ax.set_title(str(name), fontsize=10)
+            ax.set_title(f"{name} (experimental)" if name in experimental else str(name), fontsize=10)
             cax = fig.add_axes((i / k + 0.83 / k, 0.17, 0.03 / k, 0.55))
             fig.colorbar(mappable, cax=cax).set_label(f"{name} strain (%)")
         fig.suptitle(title, fontsize=11, y=0.985)
