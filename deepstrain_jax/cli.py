@@ -22,12 +22,18 @@ def _command_modules() -> dict[str, str]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deepstrain", description=__doc__)
     parser.add_argument("--version", action="version", version=f"deepstrain-jax {__version__}")
+    # -v / -q on every sub-command (``deepstrain analyze IN --out OUT -q``).
+    common = argparse.ArgumentParser(add_help=False)
+    loudness = common.add_mutually_exclusive_group()
+    loudness.add_argument("-v", "--verbose", action="store_true", help="debug messages too")
+    loudness.add_argument("-q", "--quiet", action="store_true",
+                          help="warnings and errors only: no progress bars or per-subject lines")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name in _command_modules().items():
         module = importlib.import_module(module_name)
         summary = (module.__doc__ or name).strip().splitlines()[0]
         p = sub.add_parser(name, help=summary, description=(module.__doc__ or summary).strip(),
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+                           formatter_class=argparse.RawDescriptionHelpFormatter, parents=[common])
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser
@@ -48,6 +54,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     use_fast_cpu_convolutions()
     parser = build_parser()
     args = parser.parse_args(argv)
+    from deepstrain_jax import console
+
+    before = console.verbosity()
+    console.set_verbosity(console.QUIET if args.quiet else console.VERBOSE if args.verbose else console.DEFAULT)
     try:
         return int(args._run(args) or 0)
     except InputError as e:
@@ -56,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"deepstrain {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:  # main() called from Python (tests, notebooks) leaves the caller's verbosity as it was
+        console.set_verbosity(before)
 
 
 if __name__ == "__main__":

@@ -18,12 +18,11 @@ figures (into ``<out stem>_figures/``) for committing. Progress goes to stderr.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
@@ -34,13 +33,21 @@ flags.mark_flags_as_required(["workdir"])
 
 
 def _progress(what: str):
+    """``report(done, total, name)``: a progress bar on a terminal and one line per item."""
+    from deepstrain_jax import console
+
     start = time.perf_counter()
+    bar = {}
 
     def report(done: int, total: int, name: str, *_) -> None:
+        if "bar" not in bar:
+            bar["bar"] = console.progress(total=total, desc=what, unit="item")
+        bar["bar"].update(1)
         elapsed = time.perf_counter() - start
         eta = elapsed / done * (total - done)
-        print(f"[{what} {done}/{total}] {name} (elapsed {elapsed:.0f} s, ETA {eta:.0f} s)", file=sys.stderr,
-              flush=True)
+        console.info("[%s %d/%d] %s (elapsed %.0f s, ETA %.0f s)", what, done, total, name, elapsed, eta)
+        if done == total:
+            bar["bar"].close()
 
     return report
 
@@ -117,13 +124,14 @@ def run_baselines(config, networks, design_rows: list[dict]) -> str:
 
 def main(argv):
     del argv
-    logging.set_verbosity(logging.WARNING)
+    from deepstrain_jax import console
     from deepstrain_jax.analysis.networks import Networks
     from deepstrain_jax.cli import use_fast_cpu_convolutions
     from deepstrain_jax.io import atomic
     from eval import study_report
 
     use_fast_cpu_convolutions()
+    console.set_verbosity(console.VERBOSE if FLAGS.verbosity >= 1 else console.DEFAULT)
     config = FLAGS.config
     workdir = Path(FLAGS.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -193,7 +201,7 @@ def main(argv):
             p = Path(config.real.previous)
             sets["previous"] = Networks.load(vcn=p / "vcn", carson=p / "carson")
         text_real, results_real = real_data.report(sets, root, acdc_real.HELD_OUT, workdir / "figures",
-                                                   progress=lambda m: print(m, file=sys.stderr, flush=True))
+                                                   progress=console.info)
         for name in ("best", "median", "worst"):
             figures[f"real_overlay_{name}.png"] = (workdir / "figures" / f"real_overlay_{name}.png").read_bytes()
         atomic.write_text(workdir / "real.json", json.dumps(results_real, indent=1, sort_keys=True) + "\n")

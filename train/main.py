@@ -7,7 +7,7 @@ same ``--workdir`` resumes from its latest checkpoint. Multi-host: set ``--multi
 
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
@@ -24,8 +24,10 @@ def main(argv):
     from deepstrain_jax.cli import use_fast_cpu_convolutions
 
     use_fast_cpu_convolutions()
-    # Orbax logs every file operation at INFO; keep the console to the trainer's own progress lines.
-    logging.set_verbosity(logging.WARNING)
+    # Plain progress lines; Orbax's INFO messages about every file operation show only with --verbosity=1.
+    from deepstrain_jax import console
+
+    console.set_verbosity(console.VERBOSE if FLAGS.verbosity >= 1 else console.DEFAULT)
     if FLAGS.multihost:
         import jax
 

@@ -50,24 +50,51 @@ def provenance(workdir: Path, name: str) -> dict:
         groups = sorted({acdc_real.group_of(r.number) for r in refs})
         record["training_patients"] = [f"{r.name} ({r.form})" for r in refs]
         record["held_out_patients"] = list(d["real"]["held_out"])
-        record["trained_on"] = (
-            f"real ACDC cine-MRI, {len(refs)} patients ({', '.join(groups)}; forms {', '.join(d['real']['forms'])}; "
-            f"ED and ES manual labels) x {d['real']['repeat']} plus {d['pool_size']} phantoms of each geometry "
-            f"model {', '.join(d['phantom_models'])}; {record['steps']} steps of {record['batch_size']}; held out: "
-            f"patients {', '.join(d['real']['held_out'])}")
+        if config["task"] == "carmen":
+            labels = ("manual ED/ES labels where they exist, CarSON's labels of every other frame"
+                      if d["real"].get("pseudo_labels") else "manual ED/ES labels only")
+            reverse = " and t -> ED" if d.get("reverse_prob") else ""
+            record["trained_on"] = (
+                f"real ACDC full-cycle cines, {len(refs)} patients ({', '.join(groups)}), unsupervised pairs ED -> t"
+                f"{reverse} (intensity + anatomical + smoothness; {labels}) x {d['real']['repeat']} plus "
+                f"{d['pool_size']} phantoms of each geometry model {', '.join(d['phantom_models'])} with exact "
+                f"motion (end-point error); {record['steps']} steps of {record['batch_size']}; held out: patients "
+                f"{', '.join(d['real']['held_out'])}")
+        else:
+            record["trained_on"] = (
+                f"real ACDC cine-MRI, {len(refs)} patients ({', '.join(groups)}; forms "
+                f"{', '.join(d['real']['forms'])}; ED and ES manual labels) x {d['real']['repeat']} plus "
+                f"{d['pool_size']} phantoms of each geometry model {', '.join(d['phantom_models'])}; {record['steps']} "
+                f"steps of {record['batch_size']}; held out: patients {', '.join(d['real']['held_out'])}")
     elif d["source"] == "phantom":
         record["trained_on"] = (f"{d['pool_size']} synthetic phantoms (geometry model {d['phantom_model']}), "
                                 f"{record['steps']} steps of {record['batch_size']}; no real data")
     else:
         record["trained_on"] = f"ACDC-layout folder {d['root']}; {record['steps']} steps"
     stage1 = _stage1(config)
+    shipped = _shipped_init(config)
     if stage1 is not None:
         first = provenance(stage1, name + "-stage1")
         record["init_from"] = {k: first[k] for k in ("name", "steps", "batch_size", "trained_on", "sha256")}
         record["trained_on"] += f"; fine-tuned from {first['name']} ({first['trained_on']})"
+    elif shipped is not None:  # warm-started from a shipped model folder: its own provenance
+        record["init_from"] = {k: shipped.get(k) for k in ("name", "steps", "batch_size", "trained_on", "sha256")}
+        record["trained_on"] += f"; fine-tuned from {shipped['name']} ({shipped['trained_on']})"
     variables, _ = load_variables(workdir / "model" if (workdir / "model").is_dir() else workdir)
     record["sha256"] = variables_sha256(variables)
     return record
+
+
+def _shipped_init(config: dict) -> dict | None:
+    """The ``provenance.json`` of the shipped model folder a run was warm-started from, or None."""
+    init = config["train"].get("init_from", "")
+    if not init:
+        return None
+    model = Path(init)
+    if not model.is_absolute() and not model.exists():
+        model = Path(__file__).resolve().parents[1] / model
+    prov = model / "provenance.json"
+    return json.loads(prov.read_text()) if prov.is_file() else None
 
 
 def _stage1(config: dict) -> Path | None:

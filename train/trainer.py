@@ -21,7 +21,6 @@ import concurrent.futures
 import contextlib
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -29,7 +28,7 @@ import jax
 import numpy as np
 import optax
 
-from deepstrain_jax import models
+from deepstrain_jax import console, models
 from deepstrain_jax.data import augment as aug
 from deepstrain_jax.data import batches, pools
 from deepstrain_jax.data import subjects as sj
@@ -265,10 +264,10 @@ def train_and_evaluate(config, workdir) -> dict:
             # The newest intact checkpoint; damaged ones are logged and moved to workdir/damaged/.
             state, _, _ = ckpt.restore(state)
             start = int(state.step)
-            print(f"resumed from step {start} in {workdir}", file=sys.stderr)
+            console.info("resumed from step %d in %s", start, workdir)
         elif config.train.get("init_from", ""):
             state = warm_start(state, config.train.init_from)
-            print(f"initialised from {config.train.init_from}", file=sys.stderr)
+            console.info("initialised from %s", config.train.init_from)
         # Steps logged after the restored checkpoint by the run that was killed are replayed: drop them.
         truncate_log(workdir / "metrics.jsonl", start)
         state = parallel.replicate(state, plan)
@@ -281,8 +280,7 @@ def train_and_evaluate(config, workdir) -> dict:
             sums = [parallel.unreplicate(eval_step(state, b), plan) for b in batches_]
             result = _derived(step_lib.combine_metric_sums(jax.device_get(sums)))
             log.write({"step": step, "split": "val", **result})
-            print(f"step {step}: val " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(result.items())),
-                  file=sys.stderr)
+            console.info("step %d: val %s", step, ", ".join(f"{k}={v:.4f}" for k, v in sorted(result.items())))
             return result
 
         if config.data.prefetch_subjects and hasattr(train_pool, "prefetch"):
@@ -300,6 +298,7 @@ def train_and_evaluate(config, workdir) -> dict:
         cleanup.callback(executor.shutdown, wait=True, cancel_futures=True)
         upcoming = collections.deque(executor.submit(sample_train, train_pool, k)
                                      for k in range(start, min(start + ahead, total)))
+        bar = cleanup.enter_context(console.progress(total=total, initial=start, desc="train", unit="step"))
         for step in range(start, total):
             host_batch = upcoming.popleft().result()
             if step + ahead < total:
@@ -307,6 +306,7 @@ def train_and_evaluate(config, workdir) -> dict:
             batch = parallel.shard_batch(_device_batch(host_batch), plan)
             state, metrics = train_step(state, batch)
             done = step + 1
+            bar.update(1)
             out_of_time = time.time() - t0 > budget_s
             if out_of_time:
                 total = done  # stop here: log, evaluate, save and export as at the planned end
@@ -324,8 +324,8 @@ def train_and_evaluate(config, workdir) -> dict:
                 log.write({"step": done, "split": "train", "steps_per_s": rate,
                            **{k: float(v) for k, v in metrics.items()}})
                 eta = (total - done) / max(rate, 1e-9)
-                print(f"step {done}/{total} loss={loss:.4f} {rate:.2f} steps/s ETA {eta / 60:.1f} min",
-                      file=sys.stderr, flush=True)
+                bar.set_postfix_str(f"loss={loss:.4f}", refresh=False)
+                console.info("step %d/%d loss=%.4f %.2f steps/s ETA %.1f min", done, total, loss, rate, eta / 60)
 
             if done % config.train.eval_every == 0 or done == total:
                 last_eval = evaluate(state, done)
@@ -333,7 +333,7 @@ def train_and_evaluate(config, workdir) -> dict:
             ckpt.maybe_save(done, parallel.unreplicate(state, plan), config_dict, {"data_position": done},
                             force=done == total)
             if out_of_time:
-                print(f"time budget of {config.train.max_minutes} min reached at step {done}", file=sys.stderr)
+                console.info("time budget of %s min reached at step %d", config.train.max_minutes, done)
                 break
 
         # --- Export the best state (or the final one) as the model to ship. ---
@@ -346,6 +346,5 @@ def train_and_evaluate(config, workdir) -> dict:
                 best = final
         arch = models.architecture({**dict(config.model), "bn_axis_name": None})
         checkpointing.save_variables(workdir / "model", jax.device_get(state_lib.variables(best)), arch)
-    print(f"done: {total} steps in {(time.time() - t0) / 60:.1f} min; model in {workdir / 'model'}",
-          file=sys.stderr)
+    console.info("done: %d steps in %.1f min; model in %s", total, (time.time() - t0) / 60, workdir / "model")
     return last_eval

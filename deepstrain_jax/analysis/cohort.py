@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -75,15 +74,22 @@ def write_cohort_csv(path: Path, rows: list[CohortRow]) -> None:
 
 
 class Progress:
-    """``[k/n] subject: status (s)`` lines on stderr, with elapsed time and an ETA from the subjects analysed so
-    far (skipped ones cost nothing), and a closing :meth:`summary`."""
+    """A progress bar (on a terminal, :func:`deepstrain_jax.console.progress`) and one ``[k/n] subject: status
+    (s)`` line per subject (``absl.logging`` info; a failure is a warning), with elapsed time and an ETA from the
+    subjects analysed so far (skipped ones cost nothing), and a closing :meth:`summary`. ``stream``: write the
+    lines there instead of logging them (and draw no bar)."""
 
     def __init__(self, total: int, stream=None):
+        from deepstrain_jax import console
+
         self.total, self.done, self.worked, self.start = total, 0, 0, time.perf_counter()
         self.counts = {"done": 0, "skipped": 0, "failed": 0}
-        self.stream = sys.stderr if stream is None else stream
+        self.stream = stream
+        self.bar = console.progress(total=total, desc="subjects", unit="subject") if stream is None else None
 
     def __call__(self, row: CohortRow) -> None:
+        from deepstrain_jax import console
+
         self.done += 1
         self.counts[row.status] = self.counts.get(row.status, 0) + 1
         self.worked += row.status != "skipped"
@@ -92,11 +98,18 @@ class Progress:
         eta = f"ETA {elapsed / self.worked * left:.0f} s" if self.worked else "ETA -"
         what = row.status if row.status != "failed" else f"FAILED: {row.error}"
         took = "" if row.seconds is None else f" in {row.seconds:.1f} s"
-        print(f"[{self.done}/{self.total}] {row.subject}: {what}{took} (elapsed {elapsed:.0f} s, {eta})",
-              file=self.stream, flush=True)
+        line = f"[{self.done}/{self.total}] {row.subject}: {what}{took} (elapsed {elapsed:.0f} s, {eta})"
+        if self.stream is not None:
+            print(line, file=self.stream, flush=True)
+            return
+        self.bar.update(1)
+        self.bar.set_postfix_str(f"{row.subject}: {row.status}", refresh=False)
+        (console.warning if row.status == "failed" else console.info)("%s", line)
 
     def summary(self) -> str:
-        """One line: counts by status, wall time, and analysed subjects per minute."""
+        """One line: counts by status, wall time, and analysed subjects per minute (closes the bar)."""
+        if self.bar is not None:
+            self.bar.close()
         elapsed = time.perf_counter() - self.start
         rate = 60.0 * self.worked / elapsed if elapsed > 0 else 0.0
         return (f"{self.counts['done']} analysed, {self.counts['skipped']} already done, {self.counts['failed']} "

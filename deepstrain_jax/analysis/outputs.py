@@ -279,8 +279,6 @@ def figures(results: dict) -> dict[str, bytes]:
 
 def write_subject(result, out_dir: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write :class:`deepstrain_jax.pipeline.AnalysisResult` ``result`` to ``out_dir`` (module docstring)."""
-    from deepstrain_jax.analysis.results import OUTPUT_FILES, check_results
-    from deepstrain_jax.data.nifti import save_nifti
     from deepstrain_jax.io.atomic import atomic_directory, claim
     from deepstrain_jax.report import render_report
 

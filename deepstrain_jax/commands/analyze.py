@@ -129,6 +129,7 @@ def _run_on_dask(args, options, source, progress):
 
 
 def run(args: argparse.Namespace) -> int:
+    from deepstrain_jax import console
     from deepstrain_jax.analysis import cohort, discovery, inputs
     from deepstrain_jax.analysis.networks import enable_compilation_cache
     from deepstrain_jax.analysis.outputs import check_output_folder
@@ -143,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     source = Path(args.input)
     found = discovery.discover(source)  # what the path is; a path that is nothing fails before the models load
     for path, why in found.skipped:
-        print(f"skipped {path}: {why}", file=sys.stderr)
+        console.warning("skipped %s: %s", path, why)
     if found.kind == "cohort":
         progress = cohort.Progress(len(found.subjects))
         if args.workers or args.scheduler or args.slurm:
@@ -173,5 +174,5 @@ def run(args: argparse.Namespace) -> int:
           f"{fmt(ind['circumferential']['ess_pct'], '.1f')}%, radial {fmt(ind['radial']['ess_pct'], '.1f')}%, "
           f"longitudinal {fmt(ind['longitudinal']['ess_pct'], '.1f')}% -> {args.out}")
     for w in r["qc"]["warnings"]:
-        print(f"warning: {w}", file=sys.stderr)
+        console.warning("warning: %s", w)
     return 0

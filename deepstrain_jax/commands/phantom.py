@@ -13,7 +13,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 
@@ -40,30 +39,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slices", type=int, metavar="N", help="number of slices (default 8-10)")
     parser.add_argument("--supersample", nargs=2, type=int, metavar=("INPLANE", "SLICE"),
                         help="partial-volume sub-samples per pixel side and per slice (default 3 5)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-class _ProgressBar:
-    """A one-line progress bar on stderr (redrawn in place on a terminal, one line per patient otherwise)."""
+class _Progress:
+    """A progress bar on a terminal (:func:`deepstrain_jax.console.progress`) and one line per patient."""
 
-    def __init__(self, stream=None, width: int = 30):
-        # sys.stderr looked up now, not at import: it may have been replaced since (redirection, test capture).
-        stream = sys.stderr if stream is None else stream
-        self.stream, self.width, self.start = stream, width, time.perf_counter()
-        self.tty = hasattr(stream, "isatty") and stream.isatty()
+    def __init__(self):
+        from deepstrain_jax import console
+
+        self.console, self.bar, self.start = console, None, time.perf_counter()
 
     def __call__(self, done: int, total: int, name: str, skipped: bool, seconds: float) -> None:
-        filled = int(self.width * done / total)
+        if self.bar is None:
+            self.bar = self.console.progress(total=total, desc="phantoms", unit="patient")
+        self.bar.update(1)
         elapsed = time.perf_counter() - self.start
-        eta = elapsed / done * (total - done)
         what = "exists, skipped" if skipped else f"{seconds:.1f} s"
-        line = (f"phantom [{'#' * filled}{'.' * (self.width - filled)}] {done}/{total} {name} ({what}) "
-                f"elapsed {elapsed:.0f} s, eta {eta:.0f} s")
-        if self.tty:
-            self.stream.write("\r" + line + ("\n" if done == total else ""))
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
+        self.console.info("phantom %d/%d %s (%s) elapsed %.0f s, eta %.0f s", done, total, name, what, elapsed,
+                          elapsed / done * (total - done))
+        if done == total:
+            self.bar.close()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -105,6 +100,6 @@ def run(args: argparse.Namespace) -> int:
     folders = dataset.generate_dataset(args.out, args.n, args.seed, phenotypes=phenotypes, snr=snr,
                                        model=args.model, n_frames=args.frames, slice_order=slice_order,
                                        rescan=args.rescan, oblique=args.oblique,
-                                       progress=None if args.quiet else _ProgressBar(), **fields)
+                                       progress=_Progress(), **fields)
     print(f"{len(folders)} patient folder(s) in {args.out}")
     return 0

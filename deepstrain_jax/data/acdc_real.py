@@ -29,7 +29,6 @@ the list out (``data.real.held_out``), and :func:`check_split` refuses a trainin
 from __future__ import annotations
 
 import csv
-import os
 import re
 from pathlib import Path
 from typing import NamedTuple, Sequence

@@ -22,7 +22,6 @@ import collections
 import hashlib
 import json
 import os
-import sys
 import threading
 import time
 from pathlib import Path
@@ -39,14 +38,6 @@ CACHE_FORMAT = "deepstrain-subject/1"
 
 def _nbytes(s: sj.Subject) -> int:
     return sum(np.asarray(v).nbytes for v in s if isinstance(v, np.ndarray))
-
-
-def print_progress(done: int, total: int, seconds_each: float) -> None:
-    """A one-line progress report on stderr (``\\r``-updated), the default of :meth:`CachedPool.prefetch`."""
-    eta = (total - done) * seconds_each
-    end = "\n" if done == total else ""
-    print(f"\rsubjects {done}/{total} ({seconds_each:.1f} s each, {eta / 60:.1f} min left)   ", end=end,
-          file=sys.stderr, flush=True)
 
 
 _SCALARS = ("ed", "es", "frame_interval_s", "slices_reversed", "name")
@@ -203,17 +194,34 @@ class CachedPool:
 
         With a ``cache_dir`` every subject lands on disk; the memory LRU keeps what fits in ``cache_mb`` (without
         a ``cache_dir``, prefetching more than fits in memory only wastes work).
-        ``progress(done, total, seconds_each)`` is called after each subject (``True``: :func:`print_progress`;
-        ``seconds_each`` is wall time per subject).
+        ``progress(done, total, seconds_each)`` is called after each subject (``seconds_each`` is wall time per
+        subject); ``True``: a progress bar on a terminal (:func:`deepstrain_jax.console.progress`) and one line
+        when all are ready.
 
         ``workers > 1`` builds the missing subjects in that many spawned processes (CPU-only JAX, so they
         never claim an accelerator) that write them into the disk cache, which is then required; nothing is
         loaded into memory by the parent.
         """
         indices = list(range(len(self))) if indices is None else [self._check_index(i) for i in indices]
-        report = print_progress if progress is True else (progress or None)
         total = len(indices)
+        bar = None
+        if progress is True:
+            from deepstrain_jax import console
+
+            bar = console.progress(total=total, desc=f"{self.kind} subjects", unit="subject")
+            report = lambda done, total, each: bar.update(1)  # noqa: E731
+        else:
+            report = progress or None
         start = time.perf_counter()
+        try:
+            self._prefetch(indices, report, workers, total, start)
+        finally:
+            if bar is not None:
+                bar.close()
+                console.info("%s: %d subjects ready (%.1f s each)", self.kind, total,
+                             (time.perf_counter() - start) / max(total, 1))
+
+    def _prefetch(self, indices, report, workers: int, total: int, start: float) -> None:
         if workers > 1:
             if self.cache_dir is None:
                 raise ValueError("prefetch(workers > 1) needs a cache_dir: the workers hand subjects over on disk")
