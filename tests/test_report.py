@@ -365,3 +365,34 @@ def test_qc_montage_draws_each_label_contour_on_every_slice_and_the_aha_panel():
         assert np.all(np.abs(pixels - want) < 0.08, axis=-1).sum() > 50, label  # each contour is drawn
     # 3 slices x (ED, ES) + the AHA panel fit one row of 4 pairs; without segments no AHA panel.
     assert png_size(data) == png_size(qc_montage_png(image, labels, ed=0, es=1, aha=None, title="t"))
+
+
+def test_cohort_bullseyes_show_group_mean_and_sd():
+    """Mean and SD per segment, from values whose statistics are known by hand; NaN segments are left out of
+    the statistics; the SVG keeps the wedge labels as text, so the printed numbers can be read back."""
+    from deepstrain_jax.analysis.cohort import CohortRow, group_strain
+    from deepstrain_jax.report.plots import cohort_polar_maps
+
+    def results(group, circ):
+        return {"input": {"group": group}, "aha": {"ess_pct": {"circumferential": circ, "radial": [30.0] * 17,
+                                                               "longitudinal": [-10.0] * 17}}}
+
+    a = [-14.0] * 16 + [None]
+    b = [-18.0] * 15 + [None, None]
+    c = [-6.0] * 17
+    rows = [CohortRow("s1", "done", results=results("NOR", a)), CohortRow("s2", "done", results=results("NOR", b)),
+            CohortRow("s3", "done", results=results("DCM", c)), CohortRow("s4", "failed")]
+    groups = group_strain(rows)
+    assert list(groups) == ["DCM", "NOR"] and len(groups["NOR"]["circumferential"]) == 2
+    maps = cohort_polar_maps(groups, title="t", experimental=("radial", "longitudinal"))
+    svg = maps["svg"].decode()
+    texts = re.findall(r"<text[^>]*>([^<]*)</text>", svg)
+    # NOR segments 1-15: mean -16.0, SD sqrt(((-14+16)^2 + (-18+16)^2) / 1) = 2.83; segment 16 has one value
+    # (-14.0, SD n/a); segment 17 none. DCM: one subject, mean -6.0, no SD. Radial and longitudinal: every
+    # subject alike.
+    assert texts.count("-16.0") == 15 and texts.count("2.8") == 15 and texts.count("-14.0") == 1
+    assert texts.count("-6.0") == 17
+    assert "NOR (n = 2): circumferential mean" in texts and "NOR (n = 2): radial (experimental) SD" in texts
+    assert maps["png"][:8] == b"\x89PNG\r\n\x1a\n" and maps["pdf"][:4] == b"%PDF"
+    assert cohort_polar_maps(groups, title="t")["png"] == cohort_polar_maps(groups, title="t")["png"]
+    assert group_strain([CohortRow("x", "failed")]) == {}

@@ -66,6 +66,68 @@ def finished_results(folder: Path) -> dict | None:
         return None
 
 
+COHORT_FIGURE = "cohort_polar_map"  # .png, .svg, .pdf in the cohort's output folder
+
+
+def group_strain(rows: list[CohortRow]) -> dict:
+    """``{group: {direction: [17 ESS values in %] per subject}}`` of the analysed subjects with AHA segments;
+    the group from ``Info.cfg`` / metadata, ``"all"`` when no subject has one (``"unknown"`` for the rest when
+    some do). Directions: circumferential, radial, longitudinal."""
+    with_aha = [r.results for r in rows if r.results is not None and r.results.get("aha")]
+    known = any(res["input"].get("group") for res in with_aha)
+    groups: dict = {}
+    for res in with_aha:
+        g = res["input"].get("group") or ("unknown" if known else "all")
+        by = groups.setdefault(g, {d: [] for d in ("circumferential", "radial", "longitudinal")})
+        for d in by:
+            by[d].append(res["aha"]["ess_pct"][d])
+    return dict(sorted(groups.items()))
+
+
+def write_cohort_figure(out: Path, rows: list[CohortRow]) -> list[Path]:
+    """The cohort bull's-eyes (:func:`deepstrain_jax.report.plots.cohort_polar_maps`: mean and SD of the
+    end-systolic strain per AHA segment, one row per group) as ``cohort_polar_map.{png,svg,pdf}``; nothing
+    when no subject has AHA segments. Returns the paths written."""
+    from deepstrain_jax.analysis.results import EXPERIMENTAL
+    from deepstrain_jax.io.atomic import write_bytes
+    from deepstrain_jax.report import plots
+
+    groups = group_strain(rows)
+    if not groups:
+        return []
+    n = sum(len(g["circumferential"]) for g in groups.values())
+    maps = plots.cohort_polar_maps(groups, experimental=EXPERIMENTAL,
+                                   title=f"End-systolic strain by AHA segment: mean and SD over {n} subjects")
+    paths = []
+    for fmt, data in maps.items():
+        path = out / f"{COHORT_FIGURE}.{fmt}"
+        write_bytes(path, data)
+        paths.append(path)
+    return paths
+
+
+def summary_table(rows: list[CohortRow]) -> str:
+    """A plain-text table per group: subjects analysed, LV EF and global circumferential ESS (mean ± SD)."""
+    import numpy as np
+
+    groups: dict = {}
+    for r in rows:
+        if r.results is not None:
+            groups.setdefault(r.results["input"].get("group") or "-", []).append(r.results)
+    lines = [f"{'group':<10}{'n':>4}  {'LV EF (%)':>14}  {'GCS ESS (%)':>14}"]
+    for g, res in sorted(groups.items()):
+        def ms(values):
+            v = np.array([x for x in values if x is not None], float)
+            if not len(v):
+                return "n/a"
+            return f"{v.mean():.1f} ± {v.std(ddof=1):.1f}" if len(v) > 1 else f"{v[0]:.1f}"
+
+        ef = ms(x["volumes"]["lv_ef_pct"] for x in res)
+        gcs = ms(x["strain"]["indices"]["circumferential"]["ess_pct"] for x in res)
+        lines.append(f"{g:<10}{len(res):>4}  {ef:>14}  {gcs:>14}")
+    return "\n".join(lines)
+
+
 def write_cohort_csv(path: Path, rows: list[CohortRow]) -> None:
     from deepstrain_jax.analysis.outputs import csv_text
     from deepstrain_jax.io.atomic import write_text
@@ -206,4 +268,5 @@ def run_subjects(subjects: list, out: Path, runner: Callable, *, overwrite: bool
                 progress(rows[i])
         write_cohort_csv(out / "cohort.csv", [r for r in rows if r is not None])
         runner(subjects, out, names, rows, progress)
+        write_cohort_figure(out, [r for r in rows if r is not None])
     return rows

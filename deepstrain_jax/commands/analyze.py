@@ -154,6 +154,8 @@ def run(args: argparse.Namespace) -> int:
                                      overwrite=args.overwrite, progress=progress)
         failed = [r for r in rows if r.status == "failed"]
         print(f"{progress.summary()}; table in {Path(args.out) / 'cohort.csv'}")
+        if not args.quiet and any(r.results is not None for r in rows):
+            print(cohort.summary_table(rows))
         if failed:
             print(f"deepstrain analyze: {len(failed)} subject(s) failed: "
                   f"{', '.join(r.subject for r in failed)} (errors in cohort.csv)", file=sys.stderr)

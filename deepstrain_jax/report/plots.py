@@ -201,13 +201,70 @@ def strain_polar_maps(panels: dict, *, title: str, limits: dict | None = None, d
             cax = fig.add_axes((i / k + 0.83 / k, 0.17, 0.03 / k, 0.55))
             fig.colorbar(mappable, cax=cax).set_label(f"{name} strain (%)")
         fig.suptitle(title, fontsize=11, y=0.985)
-        out = {}
-        for fmt, metadata in (("png", {"Software": None}), ("svg", {"Date": None, "Creator": None}),
-                              ("pdf", {"CreationDate": None, "Creator": None, "Producer": None})):
-            buf = io.BytesIO()
-            fig.savefig(buf, format=fmt, dpi=PUBLICATION_DPI, metadata=metadata)
-            out[fmt] = buf.getvalue()
+        return _publication_formats(fig)
+
+
+def _publication_formats(fig) -> dict:
+    """300 dpi PNG, SVG and PDF bytes of ``fig``, without dates or versions (deterministic)."""
+    out = {}
+    for fmt, metadata in (("png", {"Software": None}), ("svg", {"Date": None, "Creator": None}),
+                          ("pdf", {"CreationDate": None, "Creator": None, "Producer": None})):
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, dpi=PUBLICATION_DPI, metadata=metadata)
+        out[fmt] = buf.getvalue()
     return out
+
+
+# Colour limits (%) of the between-subject SD panels of the cohort figure.
+STRAIN_SD_LIMITS_PCT = {"circumferential": (0.0, 10.0), "longitudinal": (0.0, 10.0), "radial": (0.0, 25.0)}
+
+
+def cohort_polar_maps(groups: dict, *, title: str, experimental=(), decimals: int = 1) -> dict:
+    """Group mean and between-subject SD bull's-eyes of end-systolic strain, one row per group.
+
+    Args:
+      groups: ``{group: {direction: (n_subjects, 17) values in %}}`` (NaN or None where a subject's segment
+        is empty; each segment's statistics use the subjects that have it). Directions in the order given.
+      title: figure title; experimental: directions titled "(experimental)".
+    Returns:
+      ``{"png", "svg", "pdf"}`` bytes as :func:`strain_polar_maps`: means on the fixed limits of
+      :data:`STRAIN_LIMITS_PCT`, SDs on :data:`STRAIN_SD_LIMITS_PCT` (sequential colours), with segment numbers.
+    """
+    import matplotlib
+
+    if not groups:
+        raise ValueError("groups must hold at least one group")
+    directions = list(next(iter(groups.values())))
+    n_rows, n_cols = len(groups), 2 * len(directions)
+    with matplotlib.rc_context({"svg.hashsalt": "deepstrain-jax", "svg.fonttype": "none"}):
+        fig = new_figure(3.3 * n_cols, 3.5 * n_rows + 0.6)
+        top = 1.0 - 0.6 / (3.5 * n_rows + 0.6)
+        h = top / n_rows
+        for r, (group, by_direction) in enumerate(groups.items()):
+            for j, d in enumerate(directions):
+                v = np.array([[np.nan if x is None else x for x in row] for row in by_direction[d]], np.float64)
+                if v.ndim != 2 or v.shape[1] not in (16, 17):
+                    raise ValueError(f"groups[{group!r}][{d!r}] must be (n_subjects, 16 or 17), got {v.shape}")
+                have = np.isfinite(v).sum(axis=0)
+                with np.errstate(invalid="ignore"):
+                    mean = np.where(have > 0, np.nansum(v, 0) / np.maximum(have, 1), np.nan)
+                    sd = np.where(have > 1, np.sqrt(np.nansum((v - mean) ** 2, 0) / np.maximum(have - 1, 1)),
+                                  np.nan)
+                name = f"{d} (experimental)" if d in experimental else d
+                for k, (what, values, lim, cmap) in enumerate((
+                        ("mean", mean, STRAIN_LIMITS_PCT.get(d, (None, None)), "RdBu_r"),
+                        ("SD", sd, STRAIN_SD_LIMITS_PCT.get(d, (0.0, None)), "viridis"))):
+                    col = 2 * j + k
+                    y0 = top - (r + 1) * h
+                    ax = fig.add_axes((col / n_cols + 0.004, y0 + 0.02 * h, 0.78 / n_cols, 0.84 * h))
+                    mappable = draw_bullseye(ax, values, vmin=lim[0], vmax=lim[1], cmap=cmap, decimals=decimals,
+                                             numbers=True)
+                    ax.set_title(f"{group} (n = {len(v)}): {name} {what}", fontsize=8)
+                    cax = fig.add_axes((col / n_cols + 0.81 / n_cols, y0 + 0.2 * h, 0.025 / n_cols, 0.5 * h))
+                    fig.colorbar(mappable, cax=cax).set_label(f"{what} (%)", fontsize=7)
+                    cax.tick_params(labelsize=6)
+        fig.suptitle(title, fontsize=11, y=1.0 - 0.15 / (3.5 * n_rows + 0.6))
+        return _publication_formats(fig)
 
 
 # ------------------------------------------------------------------------------------------------- curves
