@@ -434,7 +434,10 @@ def _analyze(source, out, networks: Networks | None, options: AnalysisOptions, o
     else:
         order, slope = grids.detect_slice_order(seg_net[ed])
         order_source = "detected"
-        if abs(slope) < 0.02:
+        if abs(slope) < 0.02 and cine.kind == "acdc":
+            # Too flat to tell (e.g. a few mid-ventricular slices): ACDC stores its stacks base -> apex.
+            order, order_source = "base_to_apex", "layout"
+        elif abs(slope) < 0.02:
             warnings.append(f"slice order uncertain (heart area slope {slope:+.3f} per slice); assumed {order}; "
                             "pass --slice-order to set it")
     reverse = order == "apex_to_base"

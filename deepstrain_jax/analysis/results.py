@@ -11,7 +11,8 @@ Schema ``deepstrain-jax/results`` version 1 (every key is always present; unknow
   frame_interval_s and its source (``option`` / ``header`` / ``heart_rate`` / null) and a note when a given
   heart rate overrode the header's interval (else null), slice_axis (of the file),
   slice_order (stored order: ``base_to_apex`` / ``apex_to_base``), its source (``option`` / ``sidecar`` /
-  ``detected``) and the detection's relative heart-area slope, group (``Info.cfg``).
+  ``detected`` / ``layout``: the detection was too uncertain and the layout's convention was used, ACDC's
+  base -> apex) and the detection's relative heart-area slope, group (``Info.cfg``).
 * ``models``: per network (vcn may be null) its source, family, width, depth, input shape, parameter count.
 * ``options``: the :class:`~deepstrain_jax.pipeline.AnalysisOptions` used.
 * ``frames``: n, ed, es (0-based, cine order), their sources, time_s (frame k at ``k dt``; null without dt).
