@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import ml_collections
 
-PHENOTYPES = ("NOR", "DCM", "HCM", "MINF", "ARV")
+from deepstrain_jax.phantom.params import PHENOTYPES
+
 # The fixed patient-level split of real ACDC (issue 11): never trained on, never used to pick a checkpoint, in
 # any form. deepstrain_jax.data.acdc_real.HELD_OUT is the same list (tests/test_acdc_real.py checks both).
 HELD_OUT = ("006", "007", "008", "033", "039", "059", "078", "080", "087", "093")

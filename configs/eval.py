@@ -7,7 +7,7 @@ classical baselines side by side with CarMEN.
 
 import ml_collections
 
-PHENOTYPES = ("NOR", "DCM", "HCM", "MINF", "ARV")
+from deepstrain_jax.phantom.params import PHENOTYPES
 
 
 def get_config(arg: str = "full"):

@@ -5,7 +5,9 @@ trainer, checkpoint and report modules touch disk. Conventions (units, axes, lab
 in the README and in each module's docstring.
 """
 
-__version__ = "0.1.0"
+from deepstrain_jax.version import __version__
+
+__all__ = ["__version__", "analyze", "AnalysisOptions", "AnalysisResult"]
 
 
 def __getattr__(name):

@@ -9,7 +9,7 @@ import pkgutil
 import sys
 from typing import Sequence
 
-from deepstrain_jax import __version__
+from deepstrain_jax.version import __version__
 from deepstrain_jax import commands
 from deepstrain_jax.errors import InputError
 

@@ -30,7 +30,8 @@ from typing import Callable
 
 import numpy as np
 
-PHENOTYPES = ("NOR", "DCM", "HCM", "MINF", "ARV")
+from deepstrain_jax.phantom.params import PHENOTYPES
+
 LABELS = ((1, "RV"), (2, "MYO"), (3, "LV"))
 DIRECTIONS = (("circumferential", "cc"), ("radial", "rr"), ("longitudinal", "ll"))
 FIRST_SEED = 900_000

@@ -29,7 +29,9 @@ from pathlib import Path
 import numpy as np
 from absl import app, flags, logging
 
-CLASSES = (("rv", 1), ("myo", 2), ("lv", 3))
+from deepstrain_jax.labels import HEART, SHORT_NAMES
+
+CLASSES = tuple((SHORT_NAMES[c], c) for c in HEART)
 # The original DeepStrain's CarSON on the ACDC test set (paper, Table I / the CarSON versions table): ED / ES.
 PAPER = {"lv": (0.967, 0.929), "myo": (0.898, 0.913)}
 # Issue 11's "must reach" (mean over the held-out patients).

@@ -36,10 +36,11 @@ from absl import app, flags
 from deepstrain_jax.analysis.networks import Networks
 from deepstrain_jax.analysis.qc import cycle_closure_mm
 from deepstrain_jax.data import acdc_real
+from deepstrain_jax.labels import HEART, SHORT_NAMES
 from deepstrain_jax.metrics import dice, propagate_labels, surface_metrics
 from deepstrain_jax.pipeline import analyze, motion_between
 
-CLASSES = (("rv", 1), ("myo", 2), ("lv", 3))
+CLASSES = tuple((SHORT_NAMES[c], c) for c in HEART)
 BASELINES = ("demons", "optical_flow")
 REPO = Path(__file__).resolve().parents[1]
 

@@ -26,6 +26,8 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
+from deepstrain_jax.phantom.params import PHENOTYPES
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("models", "deepstrain_jax/assets/models", "Folder with vcn/, carson/, carmen/ model folders.")
 flags.DEFINE_string("out", None, "Markdown file to write (default: print only).")
@@ -33,7 +35,6 @@ flags.DEFINE_integer("n_per_phenotype", 2, "Held-out phantoms per phenotype.")
 flags.DEFINE_integer("seed", 900_000, "First held-out seed.")
 flags.DEFINE_list("snr", ["10", "40"], "Myocardial SNR range (low,high).")
 
-PHENOTYPES = ("NOR", "DCM", "HCM", "MINF", "ARV")
 
 
 def _dice(a, b, label):

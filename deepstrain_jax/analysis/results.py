@@ -135,7 +135,7 @@ def software() -> dict:
     import jax
     import jaxlib
 
-    from deepstrain_jax import __version__
+    from deepstrain_jax.version import __version__
 
     return {"name": "deepstrain-jax", "version": __version__, "jax_version": jax.__version__,
             "jaxlib_version": jaxlib.__version__, "jax_backend": jax.default_backend(),

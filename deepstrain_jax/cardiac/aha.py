@@ -64,7 +64,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy import ndimage
 
-from deepstrain_jax.cardiac.labels import LV_CAVITY, LV_MYOCARDIUM, RV_CAVITY, check_labels, check_spacing
+from deepstrain_jax.labels import LV_CAVITY, LV_MYOCARDIUM, RV_CAVITY, check_labels, check_spacing
 
 # slice_levels codes
 NO_MYOCARDIUM, BASAL, MID, APICAL, APICAL_CAP = 0, 1, 2, 3, 4

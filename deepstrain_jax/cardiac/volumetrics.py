@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from deepstrain_jax.cardiac.labels import LV_CAVITY, LV_MYOCARDIUM, RV_CAVITY, check_labels, check_spacing
+from deepstrain_jax.labels import LV_CAVITY, LV_MYOCARDIUM, RV_CAVITY, check_labels, check_spacing
 
 MYOCARDIAL_DENSITY_G_PER_ML = 1.05
 

@@ -28,9 +28,10 @@ import numpy as np
 
 from deepstrain_jax.data.nifti import NiftiData, load_cine, load_volume, save_nifti
 from deepstrain_jax.errors import InputError
+from deepstrain_jax.labels import NAMES
 
 INFO_KEYS = ("ED", "ES", "Group", "Height", "NbFrame", "Weight")
-LABELS = {0: "background", 1: "RV cavity", 2: "LV myocardium", 3: "LV cavity"}
+LABELS = NAMES
 
 
 @dataclasses.dataclass(frozen=True)

@@ -293,7 +293,7 @@ class PhantomPool(CachedPool):
         if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
             raise ValueError(f"size must be a positive integer, got {size!r}")
         self.seed, self.size = int(seed), int(size)
-        self.phenotypes = tuple(dataset._check_phenotype(p) for p in (phenotypes or dataset.PHENOTYPES))
+        self.phenotypes = tuple(dataset.check_phenotype(p) for p in (phenotypes or dataset.PHENOTYPES))
         self.make_case_kwargs = dict(make_case_kwargs)
         super().__init__(cfg, cache_dir, cache_mb)
 

@@ -44,8 +44,9 @@ import numpy as np
 
 from deepstrain_jax.data import preprocessing as pp
 from deepstrain_jax.errors import InputError
+from deepstrain_jax.labels import LV_MYOCARDIUM
 
-MYOCARDIUM = 2
+MYOCARDIUM = LV_MYOCARDIUM
 SLICE_ORDERS = ("base_to_apex", "apex_to_base")
 
 

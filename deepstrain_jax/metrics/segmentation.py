@@ -22,9 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import ndimage
 
-from deepstrain_jax.cardiac.labels import check_spacing
+from deepstrain_jax.labels import HEART, check_spacing
 
-ACDC_LABELS = (1, 2, 3)
+ACDC_LABELS = HEART
 
 
 def _check_same_shape(a, b, names=("a", "b")):

@@ -38,6 +38,7 @@ from typing import Any, Callable, Mapping
 import jax
 import jax.numpy as jnp
 
+from deepstrain_jax.labels import N_LABELS
 from deepstrain_jax.models import carmen, carson, vcn
 from deepstrain_jax.models.layers import EncoderDecoder
 
@@ -48,7 +49,7 @@ _FIELDS = ("name", "family", "gf", "depth", "input_shape", "out_channels", "kern
            "bn_axis_name", "fold_slices")
 _LEGACY_INPUT = {"carson": carson.LEGACY_INPUT_SHAPE, "carmen": carmen.LEGACY_INPUT_SHAPE,
                  "vcn": vcn.LEGACY_INPUT_SHAPE}
-_OUT_CHANNELS = {"carson": carson.N_LABELS, "carmen": 3, "vcn": 1}
+_OUT_CHANNELS = {"carson": N_LABELS, "carmen": 3, "vcn": 1}
 _MAKERS = {"carson": carson.make_carson, "carmen": carmen.make_carmen, "vcn": vcn.make_vcn}
 
 

@@ -16,7 +16,6 @@ import jax.numpy as jnp
 from deepstrain_jax.models.layers import EncoderDecoder
 
 LEGACY_INPUT_SHAPE = (128, 128, 1)
-N_LABELS = 4
 
 
 def make_carson(arch: dict) -> EncoderDecoder:

@@ -22,12 +22,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from deepstrain_jax.labels import LV_MYOCARDIUM
 from deepstrain_jax.models.layers import EncoderDecoder
 
 LEGACY_INPUT_SHAPE = (128, 128, 1)
 DOWNSAMPLE = 2  # 1.25 mm network grid -> 2.5 mm VCN grid
 SIGMA_VOX = 4.0  # heat-map standard deviation in VCN pixels (10 mm at 2.5 mm)
-MYOCARDIUM = 2  # ACDC label
+MYOCARDIUM = LV_MYOCARDIUM
 
 
 def make_vcn(arch: dict) -> EncoderDecoder:

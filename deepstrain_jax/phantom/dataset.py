@@ -46,9 +46,9 @@ from deepstrain_jax.errors import InputError
 from deepstrain_jax.io.atomic import atomic_directory, atomic_path, write_text
 from deepstrain_jax.phantom import kinematics as kin
 from deepstrain_jax.phantom import render, scanner, truth
+from deepstrain_jax.phantom.params import PHENOTYPES
 
 FORMAT = "deepstrain-phantom-truth/1"
-PHENOTYPES = ("NOR", "DCM", "HCM", "MINF", "ARV")
 ACDC_GROUP = {"NOR": "NOR", "DCM": "DCM", "HCM": "HCM", "MINF": "MINF", "ARV": "RV"}
 SLICE_ORDERS = ("base_to_apex", "apex_to_base")
 MODELS = ("A", "B")
@@ -98,7 +98,7 @@ def make_case(seed: int, phenotype: str = "NOR", model: str = "A", n_frames: int
     Returns:
       :class:`PhantomCase`.
     """
-    phenotype = _check_phenotype(phenotype)
+    phenotype = check_phenotype(phenotype)
     height, weight, frames, rng = _subject(seed, n_frames)
     if snr is not None:
         acquisition_fields["snr_myo"] = _draw_snr(snr, rng)
@@ -281,7 +281,7 @@ def load_case(folder) -> tuple[acdc.AcdcPatient, dict, dict]:
     return acdc.load_patient(folder), *load_truth(folder)
 
 
-def _check_phenotype(p: str) -> str:
+def check_phenotype(p: str) -> str:
     p = {"RV": "ARV"}.get(str(p).upper(), str(p).upper())
     if p not in PHENOTYPES:
         raise ValueError(f"unknown phenotype {p!r}; choose from {', '.join(PHENOTYPES)} (RV = ARV)")
@@ -301,7 +301,7 @@ def check_options(n: int, seed: int, phenotypes, snr, model: str, n_frames, slic
         raise ValueError(f"n must be a positive integer, got {n!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    phenotypes = list(PHENOTYPES) if not phenotypes else [_check_phenotype(p) for p in phenotypes]
+    phenotypes = list(PHENOTYPES) if not phenotypes else [check_phenotype(p) for p in phenotypes]
     if snr is not None:
         values = list(snr) if isinstance(snr, (list, tuple)) else [snr]
         if len(values) not in (1, 2) or not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0

@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from deepstrain_jax.labels import N_LABELS
 from deepstrain_jax.phantom import kinematics as kin
 from deepstrain_jax.phantom import scanner
 from deepstrain_jax.phantom.scanner import Acquisition, Geometry
@@ -51,7 +52,6 @@ TISSUE_PROPERTIES = {
     "OTHER": _AIR, "RV_BLOOD": _BLOOD, "LV_MYOCARDIUM": _MYO, "LV_BLOOD": _BLOOD, "PAPILLARY": _MYO,
     "RV_WALL": _MYO, "FAT": _FAT, "LUNG": _LUNG, "LIVER": _LIVER, "CHEST_WALL": _MYO,
 }
-N_LABELS = 4
 RAYLEIGH_MEAN = math.sqrt(math.pi / 2.0)  # mean of |sigma (N1 + i N2)| / sigma
 RAYLEIGH_SD = math.sqrt(2.0 - math.pi / 2.0)
 

@@ -24,8 +24,8 @@ import jax
 import jax.numpy as jnp
 
 from deepstrain_jax import losses
+from deepstrain_jax.labels import N_LABELS
 
-N_LABELS = 4
 
 
 def _masked_mean_per_example(values, mask):

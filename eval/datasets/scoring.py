@@ -25,7 +25,7 @@ import os
 
 import numpy as np
 
-from deepstrain_jax.cardiac.labels import check_labels
+from deepstrain_jax.labels import check_labels
 from deepstrain_jax.cardiac.volumetrics import MYOCARDIAL_DENSITY_G_PER_ML, label_volumes_ml
 from deepstrain_jax.metrics import bland_altman, dice, pearson_r, surface_metrics
 

@@ -1,7 +1,8 @@
-"""ACDC label values and argument checks shared by ``cardiac.aha`` and ``cardiac.volumetrics``.
+"""The label values used everywhere, their names, and the checks of label maps and voxel sizes.
 
 Labels (ACDC, Bernard et al. 2018): 0 background, 1 RV cavity, 2 LV myocardium, 3 LV cavity. Other datasets
-are remapped to these values when loaded (M&Ms: {1 -> 3, 2 -> 2, 3 -> 1}).
+are remapped to these values when loaded (M&Ms: {1 -> 3, 2 -> 2, 3 -> 1}). This module imports only numpy, so
+every layer of the package can use it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ BACKGROUND = 0
 RV_CAVITY = 1
 LV_MYOCARDIUM = 2
 LV_CAVITY = 3
+N_LABELS = 4                                   # classes of CarSON's output, background included
+HEART = (RV_CAVITY, LV_MYOCARDIUM, LV_CAVITY)  # the labelled structures, in label order
+NAMES = {BACKGROUND: "background", RV_CAVITY: "RV cavity", LV_MYOCARDIUM: "LV myocardium", LV_CAVITY: "LV cavity"}
+SHORT_NAMES = {RV_CAVITY: "rv", LV_MYOCARDIUM: "myo", LV_CAVITY: "lv"}  # keys of tables and JSON rows
 
 
 def check_labels(labels, ndims: tuple[int, ...], name: str = "labels") -> np.ndarray:
