@@ -5,7 +5,7 @@
 
 What is timed (one process, one phantom subject rendered first and written in the ACDC layout):
 
-1. **Shipped path**: :func:`deepstrain_jax.pipeline.analyze` with the shipped v2 models, end to end (reading the
+1. **Shipped path**: :func:`deepstrain_jax.analysis.pipeline.analyze` with the shipped v2 models, end to end (reading the
    NIfTI, resampling, VCN, CarSON on every slice of every frame, CarMEN on every (ED, t) pair plus the (ES, ED)
    closure pair, strain, AHA, volumes, QC, native-grid outputs, writing every output file). The first run
    includes compilation (cold: ``jax_compilation_cache_dir`` is not set here); the median of the next
@@ -104,7 +104,7 @@ def main(argv=None) -> int:
 
     from deepstrain_jax.analysis.networks import Networks
     from deepstrain_jax.phantom import dataset
-    from deepstrain_jax.pipeline import AnalysisOptions, analyze
+    from deepstrain_jax.analysis.pipeline import AnalysisOptions, analyze
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -13,7 +13,7 @@ __all__ = ["__version__", "analyze", "AnalysisOptions", "AnalysisResult"]
 def __getattr__(name):
     # ``deepstrain_jax.analyze`` without importing JAX at package import time.
     if name in ("analyze", "AnalysisOptions", "AnalysisResult"):
-        from deepstrain_jax import pipeline
+        from deepstrain_jax.analysis import pipeline
 
         return getattr(pipeline, name)
     raise AttributeError(f"module 'deepstrain_jax' has no attribute {name!r}")

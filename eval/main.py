@@ -6,7 +6,7 @@ Sections (each with the numbers of the models in ``config.models``, the shipped 
 1. Phantom study (:mod:`eval.phantom_study`, :mod:`eval.study_report`): the full analysis on a held-out
    population, Tables I-III, breakdown by factor, figures.
 2. Repeatability on scan-rescan phantom pairs (:mod:`eval.repeatability`), when ``config.repeatability.n > 0``.
-3. Classical baselines (:mod:`eval.baselines`) side by side with CarMEN (:func:`deepstrain_jax.pipeline.motion_between`)
+3. Classical baselines (:mod:`eval.baselines`) side by side with CarMEN (:func:`deepstrain_jax.analysis.pipeline.motion_between`)
    on the first ``config.baselines.n_cases`` phantoms of the study: end-point error, strain error, time.
 4. The lambda ablation (:mod:`eval.ablation_report`) when ``config.ablation_csv`` names train/ablation.py's table.
 
@@ -100,7 +100,7 @@ def run_study(config, workdir: Path, networks) -> list[dict]:
 
 def run_baselines(config, networks, design_rows: list[dict]) -> str:
     from deepstrain_jax.phantom import dataset
-    from deepstrain_jax.pipeline import motion_between
+    from deepstrain_jax.analysis.pipeline import motion_between
     from eval.baselines import run
 
     def carmen(image_ed, image_t, spacing_mm):
@@ -155,7 +155,7 @@ def main(argv):
         f"phenotypes {', '.join(s.phenotypes)} x SNR {', '.join(f'{v:g}' for v in s.snrs)} x geometry "
         f"{', '.join(s.models)} (A: cylinder, the training geometry; B: ellipsoid with apex, unseen) x stored "
         f"slice order {', '.join(s.slice_orders)}; {s.n_frames} frames. Each is analysed from its ACDC folder by "
-        "`deepstrain_jax.pipeline.analyze` exactly as `deepstrain analyze` does and compared with its exact truth.",
+        "`deepstrain_jax.analysis.pipeline.analyze` exactly as `deepstrain analyze` does and compared with its exact truth.",
         "",
         study_report.tables(rows),
     ]

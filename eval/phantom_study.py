@@ -1,4 +1,4 @@
-"""Phantom study: the whole analysis (`deepstrain_jax.pipeline.analyze`) on held-out phantoms, against exact truth.
+"""Phantom study: the whole analysis (`deepstrain_jax.analysis.pipeline.analyze`) on held-out phantoms, against exact truth.
 
 Population (:func:`make_population`): every phenotype x SNR x geometry (Model A cylinder, Model B ellipsoid)
 x stored slice order, ``n`` each, seeds from 900 000 (never used in training), written in the ACDC layout with
@@ -95,7 +95,7 @@ def evaluate_subject(folder, networks, design: dict | None = None) -> dict:
     from deepstrain_jax.analysis import phantom_check
     from deepstrain_jax.cardiac.polar_map import segment_means
     from deepstrain_jax.phantom.dataset import load_truth
-    from deepstrain_jax.pipeline import analyze
+    from deepstrain_jax.analysis.pipeline import analyze
 
     result = analyze(folder, networks=networks)
     r = result.results

@@ -22,7 +22,7 @@ from absl import app, flags
 
 from deepstrain_jax.analysis.networks import Networks
 from deepstrain_jax.data import acdc_real
-from deepstrain_jax.pipeline import analyze
+from deepstrain_jax.analysis.pipeline import analyze
 
 GROUPS = ("NOR", "DCM", "HCM", "MINF", "RV")
 DIRECTIONS = ("circumferential", "radial", "longitudinal")

@@ -2,7 +2,7 @@
 
 For each held-out patient (``deepstrain_jax.data.acdc_real.HELD_OUT``) with manual labels -- the ``labelled``
 form where the patient has it (real voxel size), else the ``h5`` form (nominal voxel size) -- the ED and ES frames
-are segmented exactly as ``deepstrain analyze`` segments a cine (:func:`deepstrain_jax.pipeline.segment_stack`:
+are segmented exactly as ``deepstrain analyze`` segments a cine (:func:`deepstrain_jax.analysis.pipeline.segment_stack`:
 network grid, VCN centre on ED, CarSON, back to the native grid) and compared with the manual labels:
 
 * Dice per class (RV, myocardium, LV cavity) at ED and ES, and HD95 in mm (``h5`` cases: in nominal mm);
@@ -68,7 +68,7 @@ def evaluate_case(case, networks) -> tuple[dict, dict]:
     from deepstrain_jax.cardiac import aha as aha_lib
     from deepstrain_jax.data.subjects import myocardium_centroid, resample_window
     from deepstrain_jax.metrics import segmentation as segm
-    from deepstrain_jax.pipeline import segment_stack
+    from deepstrain_jax.analysis.pipeline import segment_stack
 
     frames = (case.ed, case.es)
     image = case.image[..., list(frames)]
@@ -348,7 +348,7 @@ def main(argv):
               "`h5` form (voxel size unknown: the nominal "
               f"{' x '.join(f'{v:g}' for v in acdc_real.NOMINAL_SPACING_MM)} mm; HD95 and centring errors of those "
               "are in nominal mm). ED and ES are segmented as `deepstrain analyze` does "
-              "(`deepstrain_jax.pipeline.segment_stack`)."
+              "(`deepstrain_jax.analysis.pipeline.segment_stack`)."
               + (f" **previous**: {FLAGS.previous_note}." if FLAGS.previous_note else "") + "\n\n")
     atomic.write_text(out, header + text)
     atomic.write_text(out.with_suffix(".json"), json.dumps(results, indent=1, sort_keys=True) + "\n")

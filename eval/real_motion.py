@@ -15,9 +15,9 @@ For every held-out real cine with manual ED and ES labels (ACDC patients 006, 00
 
 Methods: ``none`` (no motion: the labels as they are), the classical baselines of :mod:`eval.baselines`
 (``demons``, ``optical_flow``), CarMEN of the previous shipped model and CarMEN of the current one (both through
-:func:`deepstrain_jax.pipeline.motion_between`: the analysis' pre-processing, VCN centring, and back to the native
+:func:`deepstrain_jax.analysis.pipeline.motion_between`: the analysis' pre-processing, VCN centring, and back to the native
 grid). For every held-out cine (also 087, which has no manual labels) each CarMEN is run through
-:func:`deepstrain_jax.pipeline.analyze` as a user would, and its results' folded fraction (det F <= 0 over the ED
+:func:`deepstrain_jax.analysis.pipeline.analyze` as a user would, and its results' folded fraction (det F <= 0 over the ED
 myocardium, every frame), cycle closure and global ES strains are reported.
 
 The held-out patients are never trained on; their cines are read in place from ``../shared/data/acdc``.
@@ -38,7 +38,7 @@ from deepstrain_jax.analysis.qc import cycle_closure_mm
 from deepstrain_jax.data import acdc_real
 from deepstrain_jax.labels import HEART, SHORT_NAMES
 from deepstrain_jax.metrics import dice, propagate_labels, surface_metrics
-from deepstrain_jax.pipeline import analyze, motion_between
+from deepstrain_jax.analysis.pipeline import analyze, motion_between
 
 CLASSES = tuple((SHORT_NAMES[c], c) for c in HEART)
 BASELINES = ("demons", "optical_flow")

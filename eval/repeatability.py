@@ -347,7 +347,7 @@ def run_repeatability(pairs_root, networks, *, progress: Callable | None = None,
       are NaN.
     """
     from deepstrain_jax.io.atomic import write_text
-    from deepstrain_jax.pipeline import analyze
+    from deepstrain_jax.analysis.pipeline import analyze
 
     if isinstance(pairs_root, (str, Path)):
         root = Path(pairs_root)

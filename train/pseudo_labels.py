@@ -3,7 +3,7 @@
 The paper trains CarMEN on real ACDC cines with an anatomical term that needs labels of both frames of every
 pair, ED -> t for every t. ACDC labels only ED and ES, so the other frames are labelled by CarSON (with VCN
 centring) exactly as ``deepstrain analyze`` segments a cine
-(:func:`deepstrain_jax.pipeline.segment_stack`). Manual labels, where a frame has them, are kept.
+(:func:`deepstrain_jax.analysis.pipeline.segment_stack`). Manual labels, where a frame has them, are kept.
 
 The labeller is given to :class:`deepstrain_jax.data.pools.RealAcdcPool`; its ``key`` (the SHA-256 of the
 CarSON and VCN variables) enters the pool's cache key, so labels made by other models are never reused.
@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from deepstrain_jax.analysis.networks import Networks, load_network, variables_sha256
-from deepstrain_jax.pipeline import segment_stack
+from deepstrain_jax.analysis.pipeline import segment_stack
 
 
 class CarsonLabeller:

@@ -1,4 +1,4 @@
 """The analysis workflow behind ``deepstrain analyze``: inputs, networks, QC, results, outputs and cohorts.
 
-The data flow itself is :func:`deepstrain_jax.pipeline.analyze` (also ``deepstrain_jax.analyze``).
+The data flow itself is :func:`deepstrain_jax.analysis.pipeline.analyze` (also ``deepstrain_jax.analyze``).
 """

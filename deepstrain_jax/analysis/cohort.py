@@ -181,7 +181,7 @@ class Progress:
 def analyze_subject(subject, target: Path, get_networks: Callable, options) -> CohortRow:
     """Read and analyse one subject into ``target`` (all or nothing); its own failures become a failed row."""
     from deepstrain_jax.analysis import inputs
-    from deepstrain_jax.pipeline import analyze
+    from deepstrain_jax.analysis.pipeline import analyze
 
     t0 = time.perf_counter()
     try:
@@ -203,7 +203,7 @@ def run_cohort(folder: str | os.PathLike, out: str | os.PathLike, *, networks=No
     Args:
       folder: the cohort folder; out: the output root (created).
       networks: :class:`deepstrain_jax.analysis.networks.Networks` (default: the shipped models, loaded once).
-      options: :class:`deepstrain_jax.pipeline.AnalysisOptions` shared by every subject.
+      options: :class:`deepstrain_jax.analysis.pipeline.AnalysisOptions` shared by every subject.
       overwrite: re-analyse subjects that are already done.
       progress: called with each subject's :class:`CohortRow` (default: a line on stderr).
     Returns:
@@ -214,7 +214,7 @@ def run_cohort(folder: str | os.PathLike, out: str | os.PathLike, *, networks=No
     """
     from deepstrain_jax.analysis import inputs
     from deepstrain_jax.analysis.networks import Networks, check_networks
-    from deepstrain_jax.pipeline import AnalysisOptions
+    from deepstrain_jax.analysis.pipeline import AnalysisOptions
 
     check_type("run_cohort", "folder", folder, (str, os.PathLike), "a cohort folder path")
     check_type("run_cohort", "out", out, (str, os.PathLike), "an output folder path")

@@ -181,13 +181,13 @@ def analyze_cohort(paths, out: str | os.PathLike, *, client, specs: ModelSpecs |
       out: the output root (claimed for the run; ``cohort.csv`` written there by this process only).
       client: a ``distributed.Client`` (e.g. :func:`make_client`).
       specs: :class:`ModelSpecs` of the networks the workers load (default: the shipped models).
-      options: :class:`deepstrain_jax.pipeline.AnalysisOptions`; overwrite: re-analyse finished subjects.
+      options: :class:`deepstrain_jax.analysis.pipeline.AnalysisOptions`; overwrite: re-analyse finished subjects.
       progress: called with each subject's :class:`~deepstrain_jax.analysis.cohort.CohortRow` as it completes.
     Returns:
       the rows of ``cohort.csv``, in subject order.
     """
     from deepstrain_jax.analysis import discovery
-    from deepstrain_jax.pipeline import AnalysisOptions
+    from deepstrain_jax.analysis.pipeline import AnalysisOptions
 
     distributed = _import_distributed()
     if not isinstance(client, distributed.Client):

@@ -278,7 +278,7 @@ def figures(results: dict) -> dict[str, bytes]:
 
 
 def write_subject(result, out_dir: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Write :class:`deepstrain_jax.pipeline.AnalysisResult` ``result`` to ``out_dir`` (module docstring)."""
+    """Write :class:`deepstrain_jax.analysis.pipeline.AnalysisResult` ``result`` to ``out_dir`` (module docstring)."""
     from deepstrain_jax.io.atomic import atomic_directory, claim
     from deepstrain_jax.report import render_report
 

@@ -14,7 +14,7 @@ Schema ``deepstrain-jax/results`` version 1 (every key is always present; unknow
   ``detected`` / ``layout``: the detection was too uncertain and the layout's convention was used, ACDC's
   base -> apex) and the detection's relative heart-area slope, group (``Info.cfg``).
 * ``models``: per network (vcn may be null) its source, family, width, depth, input shape, parameter count.
-* ``options``: the :class:`~deepstrain_jax.pipeline.AnalysisOptions` used.
+* ``options``: the :class:`~deepstrain_jax.analysis.pipeline.AnalysisOptions` used.
 * ``frames``: n, ed, es (0-based, cine order), their sources, time_s (frame k at ``k dt``; null without dt).
 * ``volumes``: LV/RV EDV, ESV, SV (mL), EF (%), LV mass (g, 1.05 g/mL), ``partial`` (true when the stack does
   not cover the LV from base to apex: fewer than 5 slices, or a large cavity on the apical end slice; then the

@@ -89,7 +89,7 @@ def _limits(items: list[str]) -> tuple:
 
 
 def options_from_args(args: argparse.Namespace):
-    from deepstrain_jax.pipeline import AnalysisOptions
+    from deepstrain_jax.analysis.pipeline import AnalysisOptions
 
     try:
         return AnalysisOptions(
@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     from deepstrain_jax.analysis.networks import enable_compilation_cache
     from deepstrain_jax.analysis.outputs import check_output_folder
     from deepstrain_jax.errors import InputError
-    from deepstrain_jax.pipeline import analyze, read_checked
+    from deepstrain_jax.analysis.pipeline import analyze, read_checked
 
     options = options_from_args(args)
     if args.pair_batch < 1:
