@@ -67,12 +67,12 @@ def make_population(root, design: list[dict], *, n_frames: int | None = None, pr
 
 def _on_network_grid(result, arrays) -> tuple[np.ndarray, np.ndarray]:
     """The truth displacement (network voxels) and labels on the grid the networks saw."""
-    from deepstrain_jax.data.subjects import _resample_u, resample_window
+    from deepstrain_jax.data.preprocessing import resample_displacement, resample_window
 
     g = result.grid
     if result.results["input"]["slice_axis"] != 2:
         raise ValueError("phantoms are stored with the slice axis last")
-    u_vox, _ = _resample_u(arrays["u_mm"], arrays["u_mask"], g.resampling, g.crop)
+    u_vox, _ = resample_displacement(arrays["u_mm"], arrays["u_mask"], g.resampling, g.crop)
     labels = np.moveaxis(resample_window(arrays["labels"], g.resampling, g.crop, 0), 3, 0)
     if g.slices_reversed:
         u_vox = u_vox[:, :, :, ::-1] * np.array([1.0, 1.0, -1.0], np.float32)

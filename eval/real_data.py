@@ -66,7 +66,7 @@ def evaluate_case(case, networks) -> tuple[dict, dict]:
     """
     from deepstrain_jax.analysis import grids
     from deepstrain_jax.cardiac import aha as aha_lib
-    from deepstrain_jax.data.subjects import myocardium_centroid, resample_window
+    from deepstrain_jax.data.preprocessing import myocardium_centroid, resample_window
     from deepstrain_jax.metrics import segmentation as segm
     from deepstrain_jax.analysis.pipeline import segment_stack
 

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from deepstrain_jax.data import acdc_real as ar
-from deepstrain_jax.data import batches, pools
-from deepstrain_jax.data import subjects as sj
+from deepstrain_jax.training_data import batches, pools
+from deepstrain_jax.training_data import subjects as sj
 from deepstrain_jax.errors import InputError
 
 ROOT = ar.default_root()
@@ -143,7 +143,7 @@ def test_mixture_pool_weights_and_locates():
 
 def test_real_subject_on_the_network_grid():
     (ref,) = ar.find_cases(ROOT, "h5", include=["022"])
-    s = ar.case_to_subject(ar.read_case(ref), sj.SubjectConfig())
+    s = sj.subject_from_real_case(ar.read_case(ref), sj.SubjectConfig())
     assert s.image.shape == (2, 128, 128, 16) and s.labelled.all()
     # Centred on the ED myocardium: its centre of mass is at the crop centre (the crop starts on a whole voxel).
     c = sj.myocardium_centroid(s.labels[0])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from deepstrain_jax.data import augment as aug
+from deepstrain_jax.training_data import augment as aug
 from deepstrain_jax.ops.warp import warp
 
 H, W, Z = 24, 24, 4

@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deepstrain_jax.data import augment as aug
-from deepstrain_jax.data import batches as bt
-from deepstrain_jax.data import subjects as sj
+from deepstrain_jax.training_data import augment as aug
+from deepstrain_jax.training_data import batches as bt
+from deepstrain_jax.training_data import subjects as sj
 
 NATIVE = (16, 16, 4)
 SP = np.array([2.5, 2.5, 8.0])

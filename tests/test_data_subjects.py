@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deepstrain_jax.data import pools
+from deepstrain_jax.training_data import pools
 from deepstrain_jax.data import preprocessing as pp
-from deepstrain_jax.data import subjects as sj
+from deepstrain_jax.training_data import subjects as sj
 
 SPACING = (2.5, 2.5, 8.0)
 CFG = sj.SubjectConfig(inplane_mm=1.25, n_slices=8, crop=16, vcn_canvas=24, vcn_factor=2)

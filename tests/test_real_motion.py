@@ -12,8 +12,8 @@ import pytest
 from scipy import ndimage
 
 from deepstrain_jax.data import acdc_real as ar
-from deepstrain_jax.data import batches, pools
-from deepstrain_jax.data import subjects as sj
+from deepstrain_jax.training_data import batches, pools
+from deepstrain_jax.training_data import subjects as sj
 from deepstrain_jax.metrics import propagate_labels
 from deepstrain_jax.ops.warp import warp
 

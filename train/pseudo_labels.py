@@ -5,7 +5,7 @@ pair, ED -> t for every t. ACDC labels only ED and ES, so the other frames are l
 centring) exactly as ``deepstrain analyze`` segments a cine
 (:func:`deepstrain_jax.analysis.pipeline.segment_stack`). Manual labels, where a frame has them, are kept.
 
-The labeller is given to :class:`deepstrain_jax.data.pools.RealAcdcPool`; its ``key`` (the SHA-256 of the
+The labeller is given to :class:`deepstrain_jax.training_data.pools.RealAcdcPool`; its ``key`` (the SHA-256 of the
 CarSON and VCN variables) enters the pool's cache key, so labels made by other models are never reused.
 """
 

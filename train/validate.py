@@ -4,7 +4,7 @@
 
 For ``--n_per_phenotype`` phantoms of each phenotype (seeds from ``--seed``, never used in training, whose
 pools use seeds 0 and 10000), myocardial SNR drawn in ``--snr``, each brought onto the network grid centred on
-its ED myocardium (:func:`deepstrain_jax.data.subjects.subject_from_phantom`):
+its ED myocardium (:func:`deepstrain_jax.training_data.subjects.subject_from_phantom`):
 
 * VCN: centring error, mm, between the heat-map peak and the ED myocardium centre of mass (in-plane);
 * CarSON: 3D Dice of LV cavity (3), myocardium (2) and RV (1) at ED and at ES, on the network grid;
@@ -48,7 +48,7 @@ def _zscore(x, axes):
 
 
 def evaluate_case(case, nets) -> dict:
-    from deepstrain_jax.data import subjects as sj
+    from deepstrain_jax.training_data import subjects as sj
     from deepstrain_jax.models import vcn as vcn_lib
     from deepstrain_jax.ops import strain
 

@@ -15,7 +15,7 @@ import numpy as np
 from deepstrain_jax.analysis import grids
 from deepstrain_jax.analysis.networks import Networks, check_networks
 from deepstrain_jax.data import preprocessing as pp
-from deepstrain_jax.data.subjects import make_vcn_input, resample_window
+from deepstrain_jax.data.preprocessing import make_vcn_input, resample_window
 
 
 def _centre(ed_volume, plan: pp.Resampling, networks: Networks, use_vcn: bool) -> tuple[np.ndarray, str]:

@@ -12,7 +12,7 @@ The data is read in place (licence: ACDC terms; never copied into the repository
   ``patientNNN_4d_edes_gt.nii.gz`` (DCM 001-008) holds the manual ED/ES labels on the crop.
 
 Every case becomes a :class:`RealCase`: a cine ``(X, Y, Z, T)`` with its labelled frames, so the network-grid
-machinery of :mod:`deepstrain_jax.data.subjects` applies unchanged. The ``labelled`` and ``h5`` forms give a
+machinery of :mod:`deepstrain_jax.training_data.subjects` applies unchanged. The ``labelled`` and ``h5`` forms give a
 two-frame "cine" ``[ED, ES]`` (``ed = 0``, ``es = 1``).
 
 **Unknown voxel size** (``h5``; ``cine`` with ``spacing_known = 0``): the case gets the nominal voxel size
@@ -35,7 +35,6 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from deepstrain_jax.data import subjects as sj
 from deepstrain_jax.errors import InputError
 
 HELD_OUT = ("006", "007", "008", "033", "039", "059", "078", "080", "087", "093")
@@ -273,12 +272,3 @@ def read_case(ref: CaseRef) -> RealCase:
     inconsistent (labels outside {0..3}, shapes or grids that disagree, a header voxel size that disagrees with
     the manifest)."""
     return {"labelled": _read_labelled, "h5": _read_h5, "cine": _read_cine}[ref.form](ref)
-
-
-def case_to_subject(case: RealCase, cfg: sj.SubjectConfig = sj.SubjectConfig(), *, jitter_seed=None) -> sj.Subject:
-    """:func:`deepstrain_jax.data.subjects.make_subject` of a case (stored base -> apex, as ACDC)."""
-    try:
-        return sj.make_subject(case.image, case.spacing_mm, labels=case.labels, ed=case.ed, es=case.es, cfg=cfg,
-                               jitter_seed=jitter_seed, name=f"{case.name} ({case.form})")
-    except ValueError as e:
-        raise InputError(str(e), case.name) from None

@@ -5,7 +5,7 @@ Each ``make_*`` takes the ``loss`` sub-config (keyword arguments, closed over, n
 * ``loss_fn(outputs, batch, rng) -> (per_example [B], aux: dict[str, [B]])`` and
 * ``metric_fn(outputs, batch) -> dict[str, (sum, count)]``,
 
-with the batch layouts of :mod:`deepstrain_jax.data.batches`:
+with the batch layouts of :mod:`deepstrain_jax.training_data.batches`:
 
 * VCN: ``inputs (B, H, W, 1)``, ``targets (B, H, W, 1)`` heat-maps; loss = MSE.
 * CarSON: ``inputs (B, H, W, 1)``, ``labels (B, H, W)`` int; loss = multi-class soft Dice (the original's

@@ -1,6 +1,6 @@
 """Pools of training subjects: phantoms made on first use, or ACDC-layout folders, behind a bounded cache.
 
-A pool is a sequence of :class:`deepstrain_jax.data.subjects.Subject`: ``len(pool)`` and ``pool[i]``. Subject
+A pool is a sequence of :class:`deepstrain_jax.training_data.subjects.Subject`: ``len(pool)`` and ``pool[i]``. Subject
 ``i`` is a pure function of the pool's settings and ``i``, so the batch samplers can draw it at any step and a
 resumed run sees the same data.
 
@@ -30,7 +30,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from deepstrain_jax.data import preprocessing as pp
-from deepstrain_jax.data import subjects as sj
+from deepstrain_jax.training_data import subjects as sj
 from deepstrain_jax.errors import InputError
 
 CACHE_FORMAT = "deepstrain-subject/1"
@@ -272,7 +272,7 @@ class PhantomPool(CachedPool):
     Args:
       seed: master seed (>= 0); subject ``i`` has seed ``patient_seed(seed, i)``.
       size: number of subjects (may be huge).
-      cfg: :class:`~deepstrain_jax.data.subjects.SubjectConfig`.
+      cfg: :class:`~deepstrain_jax.training_data.subjects.SubjectConfig`.
       phenotypes: the cycle of phenotypes (default all five of ``dataset.PHENOTYPES``).
       cache_dir: folder for the ``.npz`` disk cache, or ``None``.
       cache_mb: bound of the in-memory cache in MiB.
@@ -332,8 +332,8 @@ class AcdcPool(CachedPool):
 
     Args:
       root: a patient folder or a folder above patient folders (searched recursively; hidden folders skipped).
-      cfg: :class:`~deepstrain_jax.data.subjects.SubjectConfig`.
-      slice_order: hint for the stored slice order (see :func:`~deepstrain_jax.data.subjects.subject_from_acdc`).
+      cfg: :class:`~deepstrain_jax.training_data.subjects.SubjectConfig`.
+      slice_order: hint for the stored slice order (see :func:`~deepstrain_jax.training_data.subjects.subject_from_acdc`).
       use_truth: use phantom truth sidecars where present (labels of every frame, ``u_mm``).
       jitter_seed: with ``cfg.centre_jitter_mm > 0``, subject ``i`` jitters with seed ``[jitter_seed, i]``.
       cache_dir, cache_mb: as :class:`PhantomPool`. The disk cache is keyed by the folders' absolute paths and
@@ -370,7 +370,7 @@ class RealAcdcPool(CachedPool):
     Args:
       refs: the :class:`~deepstrain_jax.data.acdc_real.CaseRef` list (``acdc_real.find_cases``), in pool order.
       held_out: patient numbers that must not be in ``refs`` (the training side of the split; checked).
-      cfg: :class:`~deepstrain_jax.data.subjects.SubjectConfig` (``centre="fov"`` for unlabelled cines).
+      cfg: :class:`~deepstrain_jax.training_data.subjects.SubjectConfig` (``centre="fov"`` for unlabelled cines).
       jitter_seed: with ``cfg.centre_jitter_mm > 0``, subject ``i`` jitters with seed ``[jitter_seed, i]``.
       cache_dir, cache_mb: as :class:`PhantomPool` (keyed by the files' absolute paths and the settings).
       labeller: optional automatic labels for the frames without manual labels (the CarMEN anatomical loss on
@@ -419,7 +419,7 @@ class RealAcdcPool(CachedPool):
             auto = {int(t): np.asarray(v, np.uint8) for t, v in self.labeller(case).items()
                     if int(t) not in case.labels}
             case = case._replace(labels={**auto, **case.labels})
-        return acdc_real.case_to_subject(case, self.cfg, jitter_seed=[self.jitter_seed, i])
+        return sj.subject_from_real_case(case, self.cfg, jitter_seed=[self.jitter_seed, i])
 
 
 class MixturePool:

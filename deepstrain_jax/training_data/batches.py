@@ -1,6 +1,6 @@
 """Seeded batch samplers for CarSON, VCN and CarMEN: the batch of step ``k`` is a function of ``(seed, k)`` only.
 
-Each sampler takes a pool (:mod:`deepstrain_jax.data.pools`: ``len(pool)``, ``pool[i] -> Subject``), a seed, the
+Each sampler takes a pool (:mod:`deepstrain_jax.training_data.pools`: ``len(pool)``, ``pool[i] -> Subject``), a seed, the
 step and the batch size, and returns a dict of numpy host arrays of fixed shapes and dtypes. Nothing depends on
 earlier calls, so a run resumed at step ``k`` replays exactly the batches of an uninterrupted run (bit for bit, as
 long as the pool gives the same subjects).
@@ -11,7 +11,7 @@ without replacement within an epoch: global example ``n = k B + b`` takes subjec
 permutation ``P_e`` of epoch ``e = n // S`` (``S`` subjects, ``P_e`` seeded by ``(seed, e)``); pools with more
 than ``2**22`` subjects draw with replacement instead (a permutation of that many would cost more than it gives).
 
-Shapes (``N`` the crop, ``Z`` the slices, ``M`` the VCN size, see :class:`deepstrain_jax.data.subjects.Subject`):
+Shapes (``N`` the crop, ``Z`` the slices, ``M`` the VCN size, see :class:`deepstrain_jax.training_data.subjects.Subject`):
 
 * :func:`carson_batch`: ``inputs (B, N, N, 1)`` float32 (each image z-scored), ``labels (B, N, N)`` int32.
 * :func:`vcn_batch`: ``inputs (B, M, M, 1)`` float32 (z-scored), ``targets (B, M, M, 1)`` float32 Gaussian
@@ -22,7 +22,7 @@ Shapes (``N`` the crop, ``Z`` the slices, ``M`` the VCN size, see :class:`deepst
   (B, 3)`` float32.
 
 Every sampler also returns ``subject (B,)`` and ``frame (B,)`` int32 (CarSON and VCN also ``slice``) for
-bookkeeping. Augmentation (:mod:`deepstrain_jax.data.augment`) is one in-plane transform per example, shared by
+bookkeeping. Augmentation (:mod:`deepstrain_jax.training_data.augment`) is one in-plane transform per example, shared by
 every channel, frame and field of the example; ``augment=None`` turns it off (the intensities are still
 z-scored as the networks expect).
 """
@@ -33,7 +33,7 @@ import functools
 
 import numpy as np
 
-from deepstrain_jax.data import augment as aug
+from deepstrain_jax.training_data import augment as aug
 
 _SAMPLER = {"carson": 1, "vcn": 2, "carmen": 3}
 _MAX_PERMUTED = 2 ** 22
@@ -175,8 +175,8 @@ def carmen_batch(pool, seed: int, step: int, batch_size: int, *, augment: aug.Au
     Each example: a subject; ``t = ED`` with probability ``identity_prob`` (the identity pair, ``u = 0``),
     otherwise ``t`` uniform over the other frames (``frames="all"``) or over the other labelled frames
     (``frames="labelled"``, falling back to all when there are none); one in-plane transform for both frames,
-    both label maps, ``u_vox`` (vectors rotated, :func:`deepstrain_jax.data.augment.transform_displacement`) and
-    ``u_mask`` (:func:`deepstrain_jax.data.augment.transform_mask`: where every bilinear neighbour is known);
+    both label maps, ``u_vox`` (vectors rotated, :func:`deepstrain_jax.training_data.augment.transform_displacement`) and
+    ``u_mask`` (:func:`deepstrain_jax.training_data.augment.transform_mask`: where every bilinear neighbour is known);
     each image channel z-scored. For the identity pair ``u_vox`` is exactly 0.
 
     ``reverse_prob``: with this probability a non-identity pair is given the other way round, ``[t, ED]`` (the

@@ -1,8 +1,8 @@
 """Training subjects on the network grid: one cine, resampled, centred, cropped and z-scored, with its truth.
 
-A :class:`Subject` is what the batch samplers (:mod:`deepstrain_jax.data.batches`) draw from. It is built once per
+A :class:`Subject` is what the batch samplers (:mod:`deepstrain_jax.training_data.batches`) draw from. It is built once per
 patient (a phantom rendered on the fly, or an ACDC-layout folder) and cached by the pools
-(:mod:`deepstrain_jax.data.pools`). Conventions:
+(:mod:`deepstrain_jax.training_data.pools`). Conventions:
 
 * **Network grid** (``cfg``: :class:`SubjectConfig`): the cine is resampled to ``inplane_mm`` in-plane and
   ``n_slices`` slices spanning the stack (:func:`deepstrain_jax.data.preprocessing.plan_resampling`, ``align``
@@ -43,6 +43,8 @@ from typing import NamedTuple
 import numpy as np
 
 from deepstrain_jax.data import preprocessing as pp
+from deepstrain_jax.data.preprocessing import (block_mean_zscore, make_vcn_input, myocardium_centroid,  # noqa: F401
+                                                 resample_displacement, resample_window)
 from deepstrain_jax.errors import InputError
 from deepstrain_jax.labels import LV_MYOCARDIUM
 
@@ -141,59 +143,6 @@ class Subject(NamedTuple):
         return int(self.image.shape[0])
 
 
-def myocardium_centroid(labels) -> np.ndarray | None:
-    """In-plane centre of mass ``c_d = mean_{v: L(v) = 2} v_d`` (d = 0, 1) of a ``(X, Y[, Z])`` label map.
-
-    The numpy twin of :func:`deepstrain_jax.models.vcn.myocardium_center_vox` (float64); ``None`` when no voxel
-    is labelled myocardium.
-    """
-    idx = np.nonzero(np.asarray(labels) == MYOCARDIUM)
-    if idx[0].size == 0:
-        return None
-    return np.array([idx[0].mean(), idx[1].mean()], dtype=np.float64)
-
-
-def block_mean_zscore(canvas, factor: int = 2) -> np.ndarray:
-    """``y[i, j, z] = mean_{p, q < f} x[f i + p, f j + q, z]``, then each slice z-scored over its pixels.
-
-    The block mean is :func:`deepstrain_jax.models.vcn.downsample_mean` (numpy, slices on the last axis).
-
-    Args:
-      canvas: ``(H, W, Z)`` with ``H`` and ``W`` divisible by ``factor``.
-    Returns:
-      ``(H / f, W / f, Z)`` float32.
-    """
-    x = np.asarray(canvas, np.float32)
-    h, w = x.shape[:2]
-    if h % factor or w % factor:
-        raise ValueError(f"in-plane shape {(h, w)} must be divisible by the factor {factor}")
-    y = x.reshape(h // factor, factor, w // factor, factor, -1).mean(axis=(1, 3))
-    return pp.zscore(y, axes=(0, 1))
-
-
-def make_vcn_input(volume, canvas: int = 256, factor: int = 2) -> tuple[np.ndarray, pp.Crop]:
-    """The VCN's view of a resampled stack: canvas at the FOV centre, block mean, per-slice z-score.
-
-    ``x_c = crop(volume, canvas, centre = ((X - 1) / 2, (Y - 1) / 2))`` (zero padding), then
-    :func:`block_mean_zscore`. Heat-map pixel ``i`` covers canvas voxels ``f i ... f i + f - 1``, i.e. the
-    resampled-grid voxel ``crop.start + f i + (f - 1) / 2`` at its centre
-    (:func:`deepstrain_jax.models.vcn.from_heatmap_coords`). :func:`make_subject` builds the same view.
-
-    Args:
-      volume: ``(X, Y, Z)`` raw intensities on the network grid (``inplane_mm``), uncropped.
-      canvas: canvas size on the network grid; factor: block size ``f``.
-    Returns:
-      ``((M, M, Z) float32, crop)`` with ``M = canvas / f``.
-    """
-    volume = np.asarray(volume, dtype=np.float32)
-    if volume.ndim != 3:
-        raise ValueError(f"volume must be (X, Y, Z), got shape {volume.shape}")
-    if canvas % factor:
-        raise ValueError(f"canvas {canvas} must be divisible by factor {factor}")
-    crop = pp.plan_crop(volume.shape, ((volume.shape[0] - 1) / 2, (volume.shape[1] - 1) / 2), canvas)
-    return block_mean_zscore(pp.apply_crop(volume, crop), factor), crop
-
-
 def _as_frames(labels, shape4, name: str) -> tuple[np.ndarray, np.ndarray]:
     """Labels as ``(X, Y, Z, T)`` uint8 plus a ``(T,)`` known-mask, from an array or a {frame: volume} dict."""
     t = shape4[3]
@@ -219,71 +168,6 @@ def _as_frames(labels, shape4, name: str) -> tuple[np.ndarray, np.ndarray]:
         out[..., int(frame)] = lab
         known[int(frame)] = True
     return out, known
-
-
-def _axis_sampler(q: np.ndarray, n: int, order: int):
-    """Indices and weights of 1D clamp-to-edge sampling at ``q`` on ``n`` samples (``map_coordinates`` rules)."""
-    if order == 0:
-        return np.clip(np.floor(q + 0.5), 0, n - 1).astype(np.intp), None
-    f = np.clip(np.floor(q), 0, max(n - 2, 0))
-    a = np.clip(q - f, 0.0, 1.0) if n > 1 else np.zeros_like(q)
-    return f.astype(np.intp), a.astype(np.float32)
-
-
-def resample_window(volume, plan: pp.Resampling, crop: pp.Crop | None, order: int) -> np.ndarray:
-    """``apply_crop(apply_resampling(volume, plan, order), crop)`` computed on the window only, axis by axis.
-
-    Order-1 (and order-0) resampling with clamp-to-edge is a tensor product of 1D interpolations, so the
-    three axes are resampled one after the other, and only the output rows the crop keeps are computed (rows
-    of the window outside the resampled grid are 0). ``crop=None`` keeps the whole resampled grid.
-
-    Args:
-      volume: ``(X, Y, Z, ...)`` on ``plan.in_shape``; trailing axes are carried along.
-      plan, crop: see :mod:`deepstrain_jax.data.preprocessing`.
-      order: 1 (linear, float32 out) or 0 (nearest, dtype kept).
-    Returns:
-      ``(N, N, Z_out, ...)`` (or ``plan.out_shape + ...`` without a crop).
-    """
-    x = np.asarray(volume)
-    if x.shape[:3] != plan.in_shape:
-        raise ValueError(f"volume of shape {x.shape} does not match the planned input {plan.in_shape}")
-    if order == 1 and not (np.issubdtype(x.dtype, np.integer) and x.dtype.itemsize <= 2):
-        x = x.astype(np.float32, copy=False)
-    # Integers of <= 16 bits are exact in float32 and promote to it at the first interpolation: no full-size
-    # float copy of a large cine (the same numbers as converting first).
-    valid = []
-    for d in range(3):
-        if d < 2 and crop is not None:
-            r = crop.start[d] + np.arange(crop.size)
-        else:
-            r = np.arange(plan.out_shape[d])
-        ok = (r >= 0) & (r < plan.out_shape[d])
-        idx, a = _axis_sampler(plan.offset[d] + plan.ratio[d] * np.clip(r, 0, plan.out_shape[d] - 1),
-                               plan.in_shape[d], order)
-        if a is None:
-            x = np.take(x, idx, axis=d)
-        else:
-            shape = [1] * x.ndim
-            shape[d] = -1
-            a = a.reshape(shape)
-            x = np.take(x, idx, axis=d) * (1 - a) + np.take(x, np.minimum(idx + 1, plan.in_shape[d] - 1), axis=d) * a
-        valid.append(ok)
-    if not (valid[0].all() and valid[1].all()):
-        x = np.where((valid[0][:, None] & valid[1][None, :]).reshape(x.shape[:2] + (1,) * (x.ndim - 2)), x,
-                     np.zeros((), x.dtype))
-    return x
-
-
-def _resample_u(u_mm, u_mask, plan: pp.Resampling, crop: pp.Crop) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised linear resampling of ``u_mm (T, X, Y, Z, 3)`` known on ``u_mask``; returns network u_vox, mask."""
-    m = np.asarray(u_mask, dtype=np.float32)
-    mu = np.moveaxis(u_mm.astype(np.float32) * m[None, ..., None], 0, 3)  # (X, Y, Z, T, 3)
-    num = resample_window(mu, plan, crop, 1)
-    den = resample_window(m, plan, crop, 1)
-    known = den > 0
-    u = np.where(known[..., None, None], num / np.where(known, den, 1.0)[..., None, None], 0.0)
-    u = u / plan.out_spacing_mm.astype(np.float32)
-    return np.ascontiguousarray(np.moveaxis(u, 3, 0), dtype=np.float32), den >= 1.0 - 1e-6
 
 
 def make_subject(image, spacing_mm, *, labels=None, u_mm=None, u_mask=None, ed: int = 0, es: int | None = None,
@@ -361,7 +245,7 @@ def make_subject(image, spacing_mm, *, labels=None, u_mm=None, u_mask=None, ed: 
     labels_net = np.ascontiguousarray(np.moveaxis(resample_window(lab, plan, crop, 0), 3, 0))
     u_vox = mask = None
     if u_mm is not None:
-        u_vox, mask = _resample_u(u_mm, u_mask, plan, crop)
+        u_vox, mask = resample_displacement(u_mm, u_mask, plan, crop)
 
     # The VCN canvas is centred on the field of view; only ED and ES are kept (the targets need labels).
     vcn_crop = pp.plan_crop(plan.out_shape, (np.asarray(plan.out_shape[:2]) - 1.0) / 2.0, cfg.vcn_canvas)
@@ -449,3 +333,13 @@ def subject_from_acdc(folder: str | os.PathLike, cfg: SubjectConfig = SubjectCon
                             name=patient.name)
     except ValueError as e:
         raise InputError(str(e), folder) from None
+
+
+def subject_from_real_case(case, cfg: SubjectConfig = SubjectConfig(), *, jitter_seed=None) -> Subject:
+    """:func:`make_subject` of a :class:`deepstrain_jax.data.acdc_real.RealCase` (stored base -> apex, as ACDC);
+    a case that cannot be brought onto the grid is an InputError naming it."""
+    try:
+        return make_subject(case.image, case.spacing_mm, labels=case.labels, ed=case.ed, es=case.es, cfg=cfg,
+                               jitter_seed=jitter_seed, name=f"{case.name} ({case.form})")
+    except ValueError as e:
+        raise InputError(str(e), case.name) from None

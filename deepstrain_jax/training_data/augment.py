@@ -23,7 +23,7 @@ assumes square in-plane voxels (true on the network grid), where a rotation in v
 :func:`deepstrain_jax.ops.warp.interpolate`). Outside the array the value is a fill (0 for labels and
 displacements; the minimum for images), and bilinear weights ramp to it over the last half voxel, i.e.
 ``scipy.ndimage.map_coordinates(order=1, mode="grid-constant")``. The mask of a displacement field (where it is
-known) moves with the rule of :mod:`deepstrain_jax.data.subjects`: ``m' = L[m] >= 1 - 1e-6`` with ``L`` the
+known) moves with the rule of :mod:`deepstrain_jax.training_data.subjects`: ``m' = L[m] >= 1 - 1e-6`` with ``L`` the
 bilinear resampling, i.e. the positions whose every bilinear neighbour is known, where ``u'`` is the exact
 interpolant of known values (a multiple of 90 degrees with an integer shift keeps the mask as it is).
 
