@@ -81,7 +81,7 @@ def test_results_record_model_identity(narrow, networks, tmp_path):
     import hashlib
 
     from deepstrain_jax.models import pretrained
-    from deepstrain_jax.training.checkpointing import load_variables
+    from deepstrain_jax.io.checkpoints import load_variables
 
     d = analyze(narrow, networks=networks).results
     for name in ("vcn", "carson", "carmen"):

@@ -10,7 +10,7 @@ import pytest
 from deepstrain_jax import cli
 from deepstrain_jax.errors import InputError
 from deepstrain_jax.models import build, keras_weights
-from deepstrain_jax.training.checkpointing import load_variables
+from deepstrain_jax.io.checkpoints import load_variables
 from deepstrain_jax.models.layers import keras_creation_order
 
 # depth 3: 16 convolutions, 12 BatchNorm and 12 PReLU layers, so suffixes reach _10 and above, where
@@ -158,7 +158,7 @@ def test_convert_weights_command_writes_a_loadable_model(tmp_path, reference, ca
 def test_analysis_loads_keras_files_model_folders_and_workdirs(tmp_path, reference):
     from deepstrain_jax.analysis.networks import load_network
     from deepstrain_jax.errors import InputError
-    from deepstrain_jax.training.checkpointing import save_variables
+    from deepstrain_jax.io.checkpoints import save_variables
 
     variables, layers = reference
     write_keras_h5(tmp_path / "carson_Jan2021.h5", layers)

@@ -31,7 +31,7 @@ def provenance(workdir: Path, name: str) -> dict:
     """The ``provenance.json`` content of the model trained in ``workdir`` (from its config and metrics); a
     shipped model folder (which holds them beside the variables) works too."""
     from deepstrain_jax.analysis.networks import variables_sha256
-    from deepstrain_jax.training.checkpointing import load_variables
+    from deepstrain_jax.io.checkpoints import load_variables
 
     config = json.loads((workdir / "config.json").read_text())
     steps = [json.loads(line)["step"] for line in (workdir / "metrics.jsonl").read_text().splitlines()

@@ -92,7 +92,7 @@ def evaluate_case(case, nets) -> dict:
 
 def load_nets(models_dir: Path) -> dict:
     from deepstrain_jax import models
-    from deepstrain_jax.training.checkpointing import load_variables
+    from deepstrain_jax.io.checkpoints import load_variables
 
     nets = {}
     for name in ("vcn", "carson", "carmen"):

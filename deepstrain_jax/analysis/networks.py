@@ -3,7 +3,7 @@
 A model is named by a *spec*:
 
 * ``None`` or ``"shipped"``: the default model inside the package (:mod:`deepstrain_jax.models.pretrained`);
-* a model folder (``model.json`` + ``variables/``, as :func:`deepstrain_jax.training.checkpointing.save_variables`
+* a model folder (``model.json`` + ``variables/``, as :func:`deepstrain_jax.io.checkpoints.save_variables`
   and ``deepstrain convert-weights`` write it), or a training work directory (the ``model/`` that
   ``train.main`` exports when it finishes);
 * a Keras HDF5 file (``carson_Jan2021.h5``, ``carmen_Jan2021.h5``): the original weights, mapped onto the
@@ -56,8 +56,8 @@ class Network:
 
 def variables_sha256(variables) -> str:
     """SHA-256 of a variable tree: every leaf's path, dtype, shape and bytes in path order (the model's identity:
-    equal hashes, equal outputs). Same as :func:`deepstrain_jax.training.checkpointing.tree_sha256`."""
-    from deepstrain_jax.training.checkpointing import tree_sha256
+    equal hashes, equal outputs). Same as :func:`deepstrain_jax.io.checkpoints.tree_sha256`."""
+    from deepstrain_jax.io.checkpoints import tree_sha256
 
     return tree_sha256(variables)
 
@@ -92,7 +92,7 @@ def load_network(name: str, spec: str | os.PathLike | None = None) -> Network:
 
     from deepstrain_jax import models
     from deepstrain_jax.models import pretrained
-    from deepstrain_jax.training.checkpointing import load_variables
+    from deepstrain_jax.io.checkpoints import load_variables
 
     if name not in NAMES:
         raise ValueError(f"network must be one of {NAMES}, got {name!r}")

@@ -2,9 +2,9 @@
 
 Reads a Keras-2 weight file such as carson_Jan2021.h5 or carmen_Jan2021.h5 (no TensorFlow needed), maps it
 onto the legacy network (detected from the weights, or given with --name), checks every shape, and writes
-the model folder format of deepstrain_jax.training.checkpointing: OUT_DIR/model.json (the architecture, as
+the model folder format of deepstrain_jax.io.checkpoints: OUT_DIR/model.json (the architecture, as
 accepted by deepstrain_jax.models.build) and OUT_DIR/variables/ (Orbax checkpoint of params and
-batch_stats). Load it with deepstrain_jax.training.checkpointing.load_variables(OUT_DIR). The SHA-256 of the
+batch_stats). Load it with deepstrain_jax.io.checkpoints.load_variables(OUT_DIR). The SHA-256 of the
 input file is printed, to record where the weights came from.
 
 Example:
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from deepstrain_jax.errors import InputError
     from deepstrain_jax.models import architecture, build, count_variables
     from deepstrain_jax.models.keras_weights import infer_architecture, keras_to_variables, read_keras_h5
-    from deepstrain_jax.training.checkpointing import save_variables
+    from deepstrain_jax.io.checkpoints import save_variables
 
     if os.path.exists(args.out_dir) and not args.overwrite:
         raise InputError("already exists (use --overwrite to replace it)", args.out_dir)

@@ -1,7 +1,7 @@
 """The default models that ship inside the package: small ``v2`` VCN, CarSON and CarMEN trained on phantoms.
 
 They live in ``deepstrain_jax/assets/models/<name>/`` as written by
-:func:`deepstrain_jax.training.checkpointing.save_variables` (an Orbax checkpoint of ``{"params",
+:func:`deepstrain_jax.io.checkpoints.save_variables` (an Orbax checkpoint of ``{"params",
 "batch_stats"}`` plus ``model.json``), next to ``config.json`` (the training config), ``metrics.jsonl`` (its
 log) and, for the set, ``assets/models/validation.md`` (how well they do on held-out phantoms). Nothing is
 downloaded: a missing model is a packaging error.
@@ -24,7 +24,7 @@ def default_model_dir(name: str) -> Path:
 
 def load_default(name: str) -> tuple[dict, dict]:
     """``(variables, architecture)`` of the shipped model ``name``; build it with ``models.build(architecture)``."""
-    from deepstrain_jax.training.checkpointing import load_variables
+    from deepstrain_jax.io.checkpoints import load_variables
 
     folder = default_model_dir(name)
     if not (folder / "model.json").is_file():

@@ -1,14 +1,12 @@
-"""Every Orbax call of the project lives here, so an Orbax API change touches one file.
-
-Two uses:
+"""Training checkpoints: every Orbax call of the trainer lives here (model folders: :mod:`deepstrain_jax.io.checkpoints`).
 
 * **Training checkpoints** (:class:`Checkpointer`): ``workdir/checkpoints`` keeps the latest ``keep``
   checkpoints, saved every ``every`` steps; ``workdir/best`` keeps the one with the best validation metric.
   Each checkpoint holds the array-only train state (step, params, batch_stats, optimiser state, PRNG key: the
   data position is the step, because batches are a pure function of (seed, step)), the config as JSON and a
   small JSON of extra metadata. Restoring gives back the identical state, so a resumed run replays exactly.
-* **Model variables** (:func:`save_variables`, :func:`load_variables`): ``{"params", "batch_stats"}`` plus a
-  JSON description of the architecture, for converted Keras weights and the shipped default models.
+* **Model variables** (:func:`save_variables`, :func:`load_variables`, re-exported from
+  :mod:`deepstrain_jax.io.checkpoints`, where inference reads them without importing the trainer).
 
 Every restore is verified: a checkpoint records the SHA-256 of its state (:func:`tree_sha256`) in its metadata
 and a model folder in ``variables.sha256``, and what is read back must match. A damaged latest training
@@ -20,7 +18,6 @@ intact one is restored instead; when none is intact the error says so. A damaged
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -33,28 +30,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from deepstrain_jax.errors import InputError
+from deepstrain_jax.io.checkpoints import _reason, load_variables, save_variables, tree_sha256  # noqa: F401
 
 _log = logging.getLogger(__name__)
 _HASH_KEY = "_state_sha256"  # kept in a checkpoint's meta item; removed from the meta handed back
-
-
-def tree_sha256(tree: Any) -> str:
-    """SHA-256 of a pytree of arrays: every leaf's path, dtype, shape and bytes in path order (equal hashes,
-    equal trees; typed PRNG keys hashed through their key data)."""
-    h = hashlib.sha256()
-    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    for path, leaf in sorted(leaves, key=lambda kv: jax.tree_util.keystr(kv[0])):
-        if jax.dtypes.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key):
-            leaf = jax.random.key_data(leaf)
-        a = np.ascontiguousarray(np.asarray(leaf))
-        h.update(f"{jax.tree_util.keystr(path)}|{a.dtype.str}|{a.shape}|".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
-
-
-def _reason(e: BaseException) -> str:
-    text = " ".join(str(e).split()) or type(e).__name__
-    return f"{type(e).__name__}: {text[:300]}"
 
 
 def _abstract(tree: Any) -> Any:
@@ -180,73 +159,3 @@ class Checkpointer:
         if self._best is not None:
             self._best.wait_until_finished()
             self._best.close()
-
-
-_VARIABLES = "variables"
-_MODEL_JSON = "model.json"
-_CHECKSUM = "variables.sha256"
-
-
-def save_variables(directory: str | os.PathLike, variables: dict, model_config: dict) -> Path:
-    """Write ``{"params", "batch_stats"}`` as an Orbax checkpoint plus ``model.json`` (the architecture) and
-    ``variables.sha256`` (:func:`tree_sha256` of the variables, checked by :func:`load_variables`).
-
-    The folder appears complete or not at all: it is written under a temporary name and renamed.
-    """
-    from deepstrain_jax.io.atomic import atomic_directory
-
-    directory = Path(directory).absolute()
-    variables = jax.tree_util.tree_map(np.asarray, variables)
-    with atomic_directory(directory) as tmp:
-        checkpointer = ocp.StandardCheckpointer()
-        checkpointer.save(tmp / _VARIABLES, variables)
-        checkpointer.wait_until_finished()
-        (tmp / _MODEL_JSON).write_text(json.dumps(model_config, indent=2, sort_keys=True))
-        (tmp / _CHECKSUM).write_text(tree_sha256(variables) + "\n")
-    return directory
-
-
-def _expected_sha256(directory: Path) -> tuple[str | None, Path | None]:
-    """The variables' recorded hash: ``variables.sha256``, else ``provenance.json``'s ``sha256``, else none."""
-    if (directory / _CHECKSUM).is_file():
-        return (directory / _CHECKSUM).read_text().strip(), directory / _CHECKSUM
-    prov = directory / "provenance.json"
-    if prov.is_file():
-        try:
-            digest = json.loads(prov.read_text(encoding="utf-8")).get("sha256")
-        except (ValueError, AttributeError):
-            raise InputError("damaged model folder: provenance.json is not a JSON object", prov) from None
-        if digest:
-            return str(digest), prov
-    return None, None
-
-
-def load_variables(directory: str | os.PathLike) -> tuple[dict, dict]:
-    """Read a folder written by :func:`save_variables`: ``(variables, model_config)`` as numpy arrays.
-
-    Verified: ``model.json`` must parse, the variables must read back whole and match the recorded SHA-256
-    (``variables.sha256``, or a shipped model's ``provenance.json``). Raises InputError naming the file.
-    """
-    directory = Path(directory).absolute()
-    if not (directory / _MODEL_JSON).is_file() or not (directory / _VARIABLES).is_dir():
-        raise InputError(f"not a deepstrain-jax model folder (expected {_MODEL_JSON} and {_VARIABLES}/)",
-                         directory)
-    try:
-        model_config = json.loads((directory / _MODEL_JSON).read_text())
-        if not isinstance(model_config, dict):
-            raise ValueError("not a JSON object")
-    except (ValueError, UnicodeDecodeError) as e:
-        raise InputError(f"damaged model folder: {_MODEL_JSON} does not parse ({_reason(e)})",
-                         directory / _MODEL_JSON) from None
-    try:
-        variables = ocp.StandardCheckpointer().restore(directory / _VARIABLES)
-    except Exception as e:  # noqa: BLE001 - Orbax/TensorStore raise many types for a damaged checkpoint
-        raise InputError(f"damaged model folder: the variables cannot be read ({_reason(e)})",
-                         directory / _VARIABLES) from None
-    if not isinstance(variables, dict) or "params" not in variables:
-        raise InputError("damaged model folder: the variables hold no 'params'", directory / _VARIABLES)
-    expected, source = _expected_sha256(directory)
-    if expected is not None and tree_sha256(variables) != expected:
-        raise InputError(f"damaged model folder: the variables do not match the SHA-256 in {source.name}",
-                         directory / _VARIABLES)
-    return variables, model_config
