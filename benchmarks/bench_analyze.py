@@ -37,7 +37,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from deepstrain_jax.cli import use_fast_cpu_convolutions  # noqa: E402
+from deepstrain_jax.xla_flags import use_fast_cpu_convolutions  # noqa: E402
 
 use_fast_cpu_convolutions()
 

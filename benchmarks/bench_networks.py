@@ -33,7 +33,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from deepstrain_jax.models import build  # noqa: E402
-from deepstrain_jax.models.conv import RECOMMENDED_CPU_XLA_FLAGS  # noqa: E402
+from deepstrain_jax.xla_flags import RECOMMENDED_CPU_XLA_FLAGS  # noqa: E402
 from deepstrain_jax.models.keras_weights import load_keras_weights  # noqa: E402
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import pkgutil
 import sys
 from typing import Sequence
@@ -12,6 +11,7 @@ from typing import Sequence
 from deepstrain_jax.version import __version__
 from deepstrain_jax import commands
 from deepstrain_jax.errors import InputError
+from deepstrain_jax.xla_flags import use_fast_cpu_convolutions
 
 
 def _command_modules() -> dict[str, str]:
@@ -37,17 +37,6 @@ def build_parser() -> argparse.ArgumentParser:
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser
-
-
-def use_fast_cpu_convolutions() -> None:
-    """Add the XLA:CPU flag under which the networks run fastest (``models.conv``), unless the user set XLA_FLAGS
-    for it. Must run before JAX's first computation (JAX reads XLA_FLAGS when the backend starts)."""
-    from deepstrain_jax.models.conv import RECOMMENDED_CPU_XLA_FLAGS
-
-    flags = os.environ.get("XLA_FLAGS", "")
-    name = RECOMMENDED_CPU_XLA_FLAGS.split("=")[0]
-    if name not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} {RECOMMENDED_CPU_XLA_FLAGS}".strip()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -126,7 +126,7 @@ def main(argv):
     del argv
     from deepstrain_jax import console
     from deepstrain_jax.analysis.networks import Networks
-    from deepstrain_jax.cli import use_fast_cpu_convolutions
+    from deepstrain_jax.xla_flags import use_fast_cpu_convolutions
     from deepstrain_jax.io import atomic
     from eval import study_report
 

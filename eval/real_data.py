@@ -326,7 +326,7 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     from deepstrain_jax.analysis.networks import Networks
-    from deepstrain_jax.cli import use_fast_cpu_convolutions
+    from deepstrain_jax.xla_flags import use_fast_cpu_convolutions
     from deepstrain_jax.data import acdc_real
     from deepstrain_jax.io import atomic
 

@@ -21,7 +21,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from deepstrain_jax.cli import use_fast_cpu_convolutions
+    from deepstrain_jax.xla_flags import use_fast_cpu_convolutions
 
     use_fast_cpu_convolutions()
     # Plain progress lines; Orbax's INFO messages about every file operation show only with --verbosity=1.

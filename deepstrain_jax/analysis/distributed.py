@@ -52,7 +52,7 @@ _SERIAL_LIBS = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_TH
 def worker_env() -> dict:
     """Environment of a local worker process: this process's ``XLA_FLAGS`` plus the fast convolution flag and
     Eigen single-threaded, and one-thread OpenMP/BLAS (see the comment above)."""
-    from deepstrain_jax.models.conv import RECOMMENDED_CPU_XLA_FLAGS
+    from deepstrain_jax.xla_flags import RECOMMENDED_CPU_XLA_FLAGS
 
     flags = os.environ.get("XLA_FLAGS", "")
     if RECOMMENDED_CPU_XLA_FLAGS.split("=")[0] not in flags:
@@ -78,7 +78,7 @@ def worker_networks(specs: ModelSpecs):
     """The networks of ``specs`` in this process: loaded and compiled on first use, then kept."""
     if specs not in _WORKER_NETWORKS:
         from deepstrain_jax.analysis.networks import Networks, enable_compilation_cache
-        from deepstrain_jax.cli import use_fast_cpu_convolutions
+        from deepstrain_jax.xla_flags import use_fast_cpu_convolutions
 
         use_fast_cpu_convolutions()
         enable_compilation_cache()

@@ -27,7 +27,7 @@ Usage::
     u_vox, updates = apply(variables, x, train=True, mutable=["batch_stats"])
 
 The published Keras weights load with :func:`deepstrain_jax.models.keras_weights.load_keras_weights`. On CPU,
-:data:`deepstrain_jax.models.conv.RECOMMENDED_CPU_XLA_FLAGS` in ``XLA_FLAGS`` makes these networks ~10% faster.
+:data:`deepstrain_jax.xla_flags.RECOMMENDED_CPU_XLA_FLAGS` in ``XLA_FLAGS`` (:func:`deepstrain_jax.xla_flags.use_fast_cpu_convolutions`) makes these networks ~10% faster.
 Flax is used only inside this package; everything else sees pytrees of arrays.
 """
 

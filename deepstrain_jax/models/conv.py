@@ -23,10 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-# XLA:CPU flags under which these networks run fastest on CPU (measured on 2-core AMD EPYC, jax 0.10.2):
-# XLA's default hands convolutions to YNNPACK, which is slow on stride-2 and 2 x 2 kernels here; without it
-# they go to Eigen, ~10% faster over the whole network. XLA_FLAGS must be set before JAX's first computation.
-RECOMMENDED_CPU_XLA_FLAGS = "--xla_cpu_experimental_ynn_fusion_type="
+# XLA:CPU flags under which these networks run fastest on CPU: deepstrain_jax.xla_flags (JAX-free, for the CLI).
+from deepstrain_jax.xla_flags import RECOMMENDED_CPU_XLA_FLAGS  # noqa: E402,F401
 
 _SMALL_SPATIAL = 4
 _SMALL_FEATURES = 8
