@@ -103,8 +103,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from deepstrain_jax.analysis.networks import Networks
-    from deepstrain_jax.phantom import dataset
     from deepstrain_jax.analysis.pipeline import AnalysisOptions, analyze
+    from deepstrain_jax.phantom import dataset
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

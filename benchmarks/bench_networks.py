@@ -33,8 +33,8 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from deepstrain_jax.models import build  # noqa: E402
-from deepstrain_jax.xla_flags import RECOMMENDED_CPU_XLA_FLAGS  # noqa: E402
 from deepstrain_jax.models.keras_weights import load_keras_weights  # noqa: E402
+from deepstrain_jax.xla_flags import RECOMMENDED_CPU_XLA_FLAGS  # noqa: E402
 
 
 def _keras_model(name: str, seed: int):

@@ -28,9 +28,10 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from deepstrain_jax.xla_flags import use_fast_cpu_convolutions  # noqa: E402
 from deepstrain_jax.models import build  # noqa: E402
-from deepstrain_jax.training import state as state_lib, step as step_lib  # noqa: E402
+from deepstrain_jax.training import state as state_lib  # noqa: E402
+from deepstrain_jax.training import step as step_lib
+from deepstrain_jax.xla_flags import use_fast_cpu_convolutions  # noqa: E402
 
 
 def _inputs(name: str, batch: int, rng):

@@ -8,9 +8,9 @@ import pkgutil
 import sys
 from typing import Sequence
 
-from deepstrain_jax.version import __version__
 from deepstrain_jax import commands
 from deepstrain_jax.errors import InputError
+from deepstrain_jax.version import __version__
 from deepstrain_jax.xla_flags import use_fast_cpu_convolutions
 
 

@@ -20,6 +20,7 @@ import logging as std_logging
 import sys
 
 from absl import logging
+from tqdm import tqdm
 
 QUIET, DEFAULT, VERBOSE = -1, 0, 1
 _state = {"verbosity": DEFAULT, "bars": 0, "configured": False}
@@ -32,8 +33,6 @@ class _BarSafeHandler(std_logging.StreamHandler):
         try:
             msg = self.format(record)
             if _state["bars"]:
-                from tqdm import tqdm
-
                 tqdm.write(msg, file=sys.stderr)
             else:
                 sys.stderr.write(msg + "\n")
@@ -140,8 +139,6 @@ def progress(iterable=None, *, total: int | None = None, desc: str = "", unit: s
     Returns an object with tqdm's interface (``update``, ``set_postfix_str``, iteration, ``close``); usable as a
     context manager. Disabled (still counting) when quiet or when stderr is not a terminal.
     """
-    from tqdm import tqdm
-
     _ensure()
     disable = _state["verbosity"] == QUIET or not _isatty(sys.stderr)
     return _Bar(tqdm(iterable, total=total, desc=desc, unit=unit, initial=initial, disable=disable,

@@ -99,8 +99,8 @@ def run_study(config, workdir: Path, networks) -> list[dict]:
 
 
 def run_baselines(config, networks, design_rows: list[dict]) -> str:
-    from deepstrain_jax.phantom import dataset
     from deepstrain_jax.analysis.pipeline import motion_between
+    from deepstrain_jax.phantom import dataset
     from eval.baselines import run
 
     def carmen(image_ed, image_t, spacing_mm):
@@ -126,8 +126,8 @@ def main(argv):
     del argv
     from deepstrain_jax import console
     from deepstrain_jax.analysis.networks import Networks
-    from deepstrain_jax.xla_flags import use_fast_cpu_convolutions
     from deepstrain_jax.io import atomic
+    from deepstrain_jax.xla_flags import use_fast_cpu_convolutions
     from eval import study_report
 
     use_fast_cpu_convolutions()

@@ -93,9 +93,9 @@ def evaluate_subject(folder, networks, design: dict | None = None) -> dict:
     {direction: (17,)} arrays."""
     from deepstrain_jax import metrics
     from deepstrain_jax.analysis import phantom_check
+    from deepstrain_jax.analysis.pipeline import analyze
     from deepstrain_jax.cardiac.polar_map import segment_means
     from deepstrain_jax.phantom.dataset import load_truth
-    from deepstrain_jax.analysis.pipeline import analyze
 
     result = analyze(folder, networks=networks)
     r = result.results

@@ -21,8 +21,8 @@ import numpy as np
 from absl import app, flags
 
 from deepstrain_jax.analysis.networks import Networks
-from deepstrain_jax.data import acdc_real
 from deepstrain_jax.analysis.pipeline import analyze
+from deepstrain_jax.data import acdc_real
 
 GROUPS = ("NOR", "DCM", "HCM", "MINF", "RV")
 DIRECTIONS = ("circumferential", "radial", "longitudinal")

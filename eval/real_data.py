@@ -65,10 +65,10 @@ def evaluate_case(case, networks) -> tuple[dict, dict]:
     Returns ``(row, arrays)``: the JSON-able row and, for figures, the image, manual and automatic labels.
     """
     from deepstrain_jax.analysis import grids
+    from deepstrain_jax.analysis.pipeline import segment_stack
     from deepstrain_jax.cardiac import aha as aha_lib
     from deepstrain_jax.data.preprocessing import myocardium_centroid, resample_window
     from deepstrain_jax.metrics import segmentation as segm
-    from deepstrain_jax.analysis.pipeline import segment_stack
 
     frames = (case.ed, case.es)
     image = case.image[..., list(frames)]
@@ -326,9 +326,9 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     from deepstrain_jax.analysis.networks import Networks
-    from deepstrain_jax.xla_flags import use_fast_cpu_convolutions
     from deepstrain_jax.data import acdc_real
     from deepstrain_jax.io import atomic
+    from deepstrain_jax.xla_flags import use_fast_cpu_convolutions
 
     use_fast_cpu_convolutions()
     root = Path(FLAGS.root) if FLAGS.root else acdc_real.default_root()

@@ -34,11 +34,11 @@ import numpy as np
 from absl import app, flags
 
 from deepstrain_jax.analysis.networks import Networks
+from deepstrain_jax.analysis.pipeline import analyze, motion_between
 from deepstrain_jax.analysis.qc import cycle_closure_mm
 from deepstrain_jax.data import acdc_real
 from deepstrain_jax.labels import HEART, SHORT_NAMES
 from deepstrain_jax.metrics import dice, propagate_labels, surface_metrics
-from deepstrain_jax.analysis.pipeline import analyze, motion_between
 
 CLASSES = tuple((SHORT_NAMES[c], c) for c in HEART)
 BASELINES = ("demons", "optical_flow")

@@ -346,8 +346,8 @@ def run_repeatability(pairs_root, networks, *, progress: Callable | None = None,
       message}}``; a subject the analysis rejects (``InputError``) is recorded in ``failed`` and its values
       are NaN.
     """
-    from deepstrain_jax.io.atomic import write_text
     from deepstrain_jax.analysis.pipeline import analyze
+    from deepstrain_jax.io.atomic import write_text
 
     if isinstance(pairs_root, (str, Path)):
         root = Path(pairs_root)

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from deepstrain_jax.data import acdc_real as ar
+from deepstrain_jax.errors import InputError
 from deepstrain_jax.training_data import batches, pools
 from deepstrain_jax.training_data import subjects as sj
-from deepstrain_jax.errors import InputError
 
 ROOT = ar.default_root()
 pytestmark = pytest.mark.skipif(not ROOT.is_dir(), reason="../shared/data/acdc is not beside the repository")

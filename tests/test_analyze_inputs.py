@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from deepstrain_jax.analysis import inputs
+from deepstrain_jax.analysis.grids import detect_slice_order
 from deepstrain_jax.cli import main
 from deepstrain_jax.data import acdc
-from deepstrain_jax.analysis.grids import detect_slice_order
 
 
 def _cine(shape=(128, 128, 6, 5), spacing=(1.5, 1.5, 10.0), seed=0, dtype=np.float32):

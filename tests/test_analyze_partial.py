@@ -80,8 +80,8 @@ def test_lv_without_rv_gives_lv_outputs_and_null_rv(narrow, networks, tmp_path):
 def test_results_record_model_identity(narrow, networks, tmp_path):
     import hashlib
 
-    from deepstrain_jax.models import pretrained
     from deepstrain_jax.io.checkpoints import load_variables
+    from deepstrain_jax.models import pretrained
 
     d = analyze(narrow, networks=networks).results
     for name in ("vcn", "carson", "carmen"):

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from deepstrain_jax.training_data import augment as aug
 from deepstrain_jax.ops.warp import warp
+from deepstrain_jax.training_data import augment as aug
 
 H, W, Z = 24, 24, 4
 

@@ -12,11 +12,12 @@ import chex
 import jax
 import numpy as np
 import pytest
+from test_training_plumbing import _setup, loss_fn
 
 from deepstrain_jax.errors import InputError
-from deepstrain_jax.training import checkpointing, state as state_lib, step as step_lib
-
-from test_training_plumbing import _setup, loss_fn
+from deepstrain_jax.training import checkpointing
+from deepstrain_jax.training import state as state_lib
+from deepstrain_jax.training import step as step_lib
 
 
 def _truncate(path: Path) -> None:

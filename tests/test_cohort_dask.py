@@ -18,10 +18,10 @@ import pytest
 
 distributed = pytest.importorskip("distributed")
 
+from test_analyze import SMALL  # noqa: E402
+
 from deepstrain_jax.analysis import distributed as dist  # noqa: E402
 from deepstrain_jax.phantom import dataset  # noqa: E402
-
-from test_analyze import SMALL  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

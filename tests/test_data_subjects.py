@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deepstrain_jax.training_data import pools
 from deepstrain_jax.data import preprocessing as pp
+from deepstrain_jax.training_data import pools
 from deepstrain_jax.training_data import subjects as sj
 
 SPACING = (2.5, 2.5, 8.0)

@@ -12,11 +12,10 @@ import pydicom
 import pytest
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from test_dicom import SERIES, _dcm2niix
 
 from deepstrain_jax.analysis import discovery
 from deepstrain_jax.cli import main
-
-from test_dicom import SERIES, _dcm2niix
 
 pytestmark = pytest.mark.skipif(not SERIES.is_dir(), reason=f"test data not found: {SERIES}")
 

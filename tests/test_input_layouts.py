@@ -15,6 +15,7 @@ import shutil
 import nibabel as nib
 import numpy as np
 import pytest
+from test_analyze import SMALL
 
 from deepstrain_jax.analysis import discovery, inputs
 from deepstrain_jax.analysis.networks import Networks
@@ -22,8 +23,6 @@ from deepstrain_jax.cli import main
 from deepstrain_jax.errors import InputError
 from deepstrain_jax.phantom import dataset
 from deepstrain_jax.pipeline import analyze
-
-from test_analyze import SMALL
 
 
 def _nifti(path, array, affine, dt=0.05, pixdim=None):

@@ -7,13 +7,12 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
+from test_analyze import SMALL
 
 from deepstrain_jax.analysis.networks import Networks
 from deepstrain_jax.ops.warp import warp
 from deepstrain_jax.phantom import dataset
 from deepstrain_jax.pipeline import analyze
-
-from test_analyze import SMALL
 
 sitk = pytest.importorskip("SimpleITK")
 

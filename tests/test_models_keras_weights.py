@@ -9,8 +9,8 @@ import pytest
 
 from deepstrain_jax import cli
 from deepstrain_jax.errors import InputError
-from deepstrain_jax.models import build, keras_weights
 from deepstrain_jax.io.checkpoints import load_variables
+from deepstrain_jax.models import build, keras_weights
 from deepstrain_jax.models.layers import keras_creation_order
 
 # depth 3: 16 convolutions, 12 BatchNorm and 12 PReLU layers, so suffixes reach _10 and above, where

@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from test_analyze import SMALL
 
 from deepstrain_jax.analysis import cohort
 from deepstrain_jax.analysis.networks import Networks
@@ -20,8 +21,6 @@ from deepstrain_jax.errors import OutputBusyError
 from deepstrain_jax.io import atomic
 from deepstrain_jax.phantom import dataset
 from deepstrain_jax.pipeline import AnalysisOptions, analyze
-
-from test_analyze import SMALL
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -14,9 +14,8 @@ from deepstrain_jax.data import acdc
 from deepstrain_jax.errors import InputError
 from deepstrain_jax.ops.strain import cardiac_strain
 from deepstrain_jax.ops.warp import interpolate, warp
-from deepstrain_jax.phantom import dataset
+from deepstrain_jax.phantom import dataset, render
 from deepstrain_jax.phantom import kinematics as kin
-from deepstrain_jax.phantom import render
 
 # 40 x 40 pixels of 2.5 mm, 10 slices 10 mm apart, 10 frames; one sub-sample per voxel keeps the tests fast.
 SMALL = dict(matrix=(40, 40), pixel_mm=2.5, n_slices=10, slice_thickness_mm=8.0, slice_spacing_mm=10.0,

@@ -12,10 +12,10 @@ import pytest
 from scipy import ndimage
 
 from deepstrain_jax.data import acdc_real as ar
-from deepstrain_jax.training_data import batches, pools
-from deepstrain_jax.training_data import subjects as sj
 from deepstrain_jax.metrics import propagate_labels
 from deepstrain_jax.ops.warp import warp
+from deepstrain_jax.training_data import batches, pools
+from deepstrain_jax.training_data import subjects as sj
 
 ROOT = ar.default_root()
 needs_data = pytest.mark.skipif(not ROOT.is_dir(), reason="../shared/data/acdc is not beside the repository")

@@ -10,7 +10,9 @@ import optax
 import pytest
 
 from deepstrain_jax import models
-from deepstrain_jax.training import checkpointing, state as state_lib, step as step_lib, tasks
+from deepstrain_jax.training import checkpointing, tasks
+from deepstrain_jax.training import state as state_lib
+from deepstrain_jax.training import step as step_lib
 from train import trainer
 
 CONFIGS = ("vcn", "carson", "carmen")

@@ -11,7 +11,9 @@ import numpy as np
 import optax
 import pytest
 
-from deepstrain_jax.training import checkpointing, parallel, state as state_lib, step as step_lib
+from deepstrain_jax.training import checkpointing, parallel
+from deepstrain_jax.training import state as state_lib
+from deepstrain_jax.training import step as step_lib
 
 
 def make_fake_model(axis_name=None):

@@ -29,11 +29,13 @@ import numpy as np
 import optax
 
 from deepstrain_jax import console, models
+from deepstrain_jax.io import atomic
+from deepstrain_jax.training import checkpointing, parallel, tasks
+from deepstrain_jax.training import state as state_lib
+from deepstrain_jax.training import step as step_lib
 from deepstrain_jax.training_data import augment as aug
 from deepstrain_jax.training_data import batches, pools
 from deepstrain_jax.training_data import subjects as sj
-from deepstrain_jax.io import atomic
-from deepstrain_jax.training import checkpointing, parallel, state as state_lib, step as step_lib, tasks
 
 _SAMPLERS = {"vcn": batches.vcn_batch, "carson": batches.carson_batch, "carmen": batches.carmen_batch}
 

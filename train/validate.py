@@ -48,9 +48,9 @@ def _zscore(x, axes):
 
 
 def evaluate_case(case, nets) -> dict:
-    from deepstrain_jax.training_data import subjects as sj
     from deepstrain_jax.models import vcn as vcn_lib
     from deepstrain_jax.ops import strain
+    from deepstrain_jax.training_data import subjects as sj
 
     cfg = sj.SubjectConfig()
     s = sj.subject_from_phantom(case, cfg)

@@ -16,7 +16,17 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
+from deepstrain_jax import console
+from deepstrain_jax.analysis import inputs
+from deepstrain_jax.analysis.networks import Networks, check_networks
+from deepstrain_jax.analysis.outputs import csv_text
+from deepstrain_jax.analysis.pipeline import AnalysisOptions, analyze
+from deepstrain_jax.analysis.results import EXPERIMENTAL, check_results
 from deepstrain_jax.errors import InputError, check_type
+from deepstrain_jax.io.atomic import claim, remove_stale, write_bytes, write_text
+from deepstrain_jax.report import plots
 
 COLUMNS = ("subject", "status", "error", "group", "n_frames", "ed", "es", "lv_edv_ml", "lv_esv_ml", "lv_ef_pct",
            "lv_mass_g", "rv_edv_ml", "rv_esv_ml", "rv_ef_pct", "gcs_ess_pct", "grs_ess_pct_experimental",
@@ -56,8 +66,6 @@ class CohortRow:
 
 def finished_results(folder: Path) -> dict | None:
     """The ``results.json`` of a finished subject folder, or ``None`` (absent, unreadable or invalid)."""
-    from deepstrain_jax.analysis.results import check_results
-
     try:
         d = json.loads((folder / "results.json").read_text())
         check_results(d)
@@ -88,10 +96,6 @@ def write_cohort_figure(out: Path, rows: list[CohortRow]) -> list[Path]:
     """The cohort bull's-eyes (:func:`deepstrain_jax.report.plots.cohort_polar_maps`: mean and SD of the
     end-systolic strain per AHA segment, one row per group) as ``cohort_polar_map.{png,svg,pdf}``; nothing
     when no subject has AHA segments. Returns the paths written."""
-    from deepstrain_jax.analysis.results import EXPERIMENTAL
-    from deepstrain_jax.io.atomic import write_bytes
-    from deepstrain_jax.report import plots
-
     groups = group_strain(rows)
     if not groups:
         return []
@@ -108,8 +112,6 @@ def write_cohort_figure(out: Path, rows: list[CohortRow]) -> list[Path]:
 
 def summary_table(rows: list[CohortRow]) -> str:
     """A plain-text table per group: subjects analysed, LV EF and global circumferential ESS (mean ± SD)."""
-    import numpy as np
-
     groups: dict = {}
     for r in rows:
         if r.results is not None:
@@ -129,9 +131,6 @@ def summary_table(rows: list[CohortRow]) -> str:
 
 
 def write_cohort_csv(path: Path, rows: list[CohortRow]) -> None:
-    from deepstrain_jax.analysis.outputs import csv_text
-    from deepstrain_jax.io.atomic import write_text
-
     write_text(path, csv_text(list(COLUMNS), [r.cells() for r in rows]))
 
 
@@ -142,16 +141,12 @@ class Progress:
     lines there instead of logging them (and draw no bar)."""
 
     def __init__(self, total: int, stream=None):
-        from deepstrain_jax import console
-
         self.total, self.done, self.worked, self.start = total, 0, 0, time.perf_counter()
         self.counts = {"done": 0, "skipped": 0, "failed": 0}
         self.stream = stream
         self.bar = console.progress(total=total, desc="subjects", unit="subject") if stream is None else None
 
     def __call__(self, row: CohortRow) -> None:
-        from deepstrain_jax import console
-
         self.done += 1
         self.counts[row.status] = self.counts.get(row.status, 0) + 1
         self.worked += row.status != "skipped"
@@ -180,9 +175,6 @@ class Progress:
 
 def analyze_subject(subject, target: Path, get_networks: Callable, options) -> CohortRow:
     """Read and analyse one subject into ``target`` (all or nothing); its own failures become a failed row."""
-    from deepstrain_jax.analysis import inputs
-    from deepstrain_jax.analysis.pipeline import analyze
-
     t0 = time.perf_counter()
     try:
         result = analyze(inputs.read_subject(subject), target, networks=get_networks(), options=options,
@@ -212,10 +204,6 @@ def run_cohort(folder: str | os.PathLike, out: str | os.PathLike, *, networks=No
       InputError: the cohort folder has no subject, ``out`` cannot be written or is being written by another
         process.
     """
-    from deepstrain_jax.analysis import inputs
-    from deepstrain_jax.analysis.networks import Networks, check_networks
-    from deepstrain_jax.analysis.pipeline import AnalysisOptions
-
     check_type("run_cohort", "folder", folder, (str, os.PathLike), "a cohort folder path")
     check_type("run_cohort", "out", out, (str, os.PathLike), "an output folder path")
     check_networks("run_cohort", networks)
@@ -246,8 +234,6 @@ def run_subjects(subjects: list, out: Path, runner: Callable, *, overwrite: bool
     """The client side of a cohort run, whatever runs the subjects: claim ``out``, remove temporary folders of
     killed runs, refuse clashing names, skip finished subjects, then ``runner(subjects, out, names, rows,
     progress)`` fills the missing rows (writing ``cohort.csv`` as they come). Returns the rows in subject order."""
-    from deepstrain_jax.io.atomic import claim, remove_stale
-
     names = [subject.name for subject in subjects]
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})

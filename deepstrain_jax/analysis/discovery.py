@@ -31,6 +31,9 @@ import os
 import re
 from pathlib import Path
 
+import pydicom
+
+from deepstrain_jax.data import dicom
 from deepstrain_jax.errors import InputError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -157,17 +160,11 @@ def _folder_subject(folder: Path, metadata: dict) -> Subject | None:
 
 
 def _has_dicom(files: list[Path]) -> bool:
-    from deepstrain_jax.data import dicom
-
     return any(dicom.is_dicom_file(p) for p in files[:50])
 
 
 def _study_uid(folder: Path) -> str | None:
     """The StudyInstanceUID of the first DICOM file directly in ``folder`` ("" when it has none), else None."""
-    import pydicom
-
-    from deepstrain_jax.data import dicom
-
     for p in _visible(folder)[:50]:
         if p.is_file() and dicom.is_dicom_file(p):
             try:
@@ -250,8 +247,6 @@ def discover(path: str | os.PathLike) -> Discovery:
         raise InputError("no such file or folder", path)
     if path.is_file():
         if not is_nifti_name(path):
-            from deepstrain_jax.data import dicom
-
             if dicom.is_dicom_file(path):
                 raise InputError("is a single DICOM file: give the folder of the cine series", path)
             raise InputError(f"not a NIfTI file (.nii, .nii.gz) nor a folder; expected {LOOKED_FOR}", path)

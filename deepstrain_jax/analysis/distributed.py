@@ -38,9 +38,12 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from deepstrain_jax.analysis import cohort
+from deepstrain_jax.analysis import cohort, discovery
 from deepstrain_jax.analysis.cohort import CohortRow
+from deepstrain_jax.analysis.networks import Networks, enable_compilation_cache
+from deepstrain_jax.analysis.pipeline import AnalysisOptions
 from deepstrain_jax.errors import InputError
+from deepstrain_jax.xla_flags import RECOMMENDED_CPU_XLA_FLAGS, use_fast_cpu_convolutions
 
 # Threads of a local worker. Eigen, OpenMP and BLAS get one thread each. XLA:CPU's own intra-op pool keeps its
 # default size (one thread per core): its size changes how the networks' sums are split, and so the float32
@@ -52,8 +55,6 @@ _SERIAL_LIBS = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_TH
 def worker_env() -> dict:
     """Environment of a local worker process: this process's ``XLA_FLAGS`` plus the fast convolution flag and
     Eigen single-threaded, and one-thread OpenMP/BLAS (see the comment above)."""
-    from deepstrain_jax.xla_flags import RECOMMENDED_CPU_XLA_FLAGS
-
     flags = os.environ.get("XLA_FLAGS", "")
     if RECOMMENDED_CPU_XLA_FLAGS.split("=")[0] not in flags:
         flags = f"{flags} {RECOMMENDED_CPU_XLA_FLAGS}"
@@ -77,9 +78,6 @@ _WORKER_NETWORKS: dict = {}
 def worker_networks(specs: ModelSpecs):
     """The networks of ``specs`` in this process: loaded and compiled on first use, then kept."""
     if specs not in _WORKER_NETWORKS:
-        from deepstrain_jax.analysis.networks import Networks, enable_compilation_cache
-        from deepstrain_jax.xla_flags import use_fast_cpu_convolutions
-
         use_fast_cpu_convolutions()
         enable_compilation_cache()
         _WORKER_NETWORKS[specs] = Networks.load(vcn=specs.vcn, carson=specs.carson, carmen=specs.carmen,
@@ -186,9 +184,6 @@ def analyze_cohort(paths, out: str | os.PathLike, *, client, specs: ModelSpecs |
     Returns:
       the rows of ``cohort.csv``, in subject order.
     """
-    from deepstrain_jax.analysis import discovery
-    from deepstrain_jax.analysis.pipeline import AnalysisOptions
-
     distributed = _import_distributed()
     if not isinstance(client, distributed.Client):
         raise TypeError(f"analyze_cohort(): client must be a distributed.Client, got {type(client).__name__}")

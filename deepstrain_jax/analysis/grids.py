@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
 from deepstrain_jax.data import preprocessing as pp
 
@@ -41,8 +42,6 @@ def keep_heart_component(labels) -> np.ndarray:
     Returns:
       the labels with every voxel outside that component set to 0 (a copy).
     """
-    from scipy import ndimage
-
     labels = np.asarray(labels)
     components, n = ndimage.label(labels > 0, structure=np.ones((3, 3, 3), bool))
     if n <= 1:

@@ -19,12 +19,15 @@ transposed so that it is axis 2 (:func:`to_slice_last`), and every voxel output 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from pathlib import Path
 
 import numpy as np
 
 from deepstrain_jax.analysis import discovery
+from deepstrain_jax.data import acdc, dicom, nifti
+from deepstrain_jax.data.nifti import PIXDIM_TOLERANCE
 from deepstrain_jax.errors import InputError
 
 NIFTI_SUFFIXES = discovery.NIFTI_SUFFIXES
@@ -102,8 +105,6 @@ def read_input(path: str | os.PathLike) -> CineInput:
 
 def read_subject(subject: discovery.Subject) -> CineInput:
     """Read a subject found by :func:`deepstrain_jax.analysis.discovery.discover`."""
-    from deepstrain_jax.data import acdc, nifti
-
     path = Path(subject.path)
     if subject.kind == "acdc":
         name = path.resolve().name
@@ -117,8 +118,6 @@ def read_subject(subject: discovery.Subject) -> CineInput:
                              "frames", cine_path)
         order = None
         if (path / f"{name}_truth.json").is_file():
-            import json
-
             try:
                 order = json.loads((path / f"{name}_truth.json").read_text()).get("slice_order")
             except (OSError, ValueError) as e:
@@ -128,8 +127,6 @@ def read_subject(subject: discovery.Subject) -> CineInput:
                          frame_interval_s=data.frame_interval_s, ed=info.ed, es=info.es, group=info.group,
                          slice_order=order, warnings=data.warnings)
     if subject.kind == "dicom":
-        from deepstrain_jax.data import dicom
-
         data = dicom.read_dicom_cine(path)
     else:
         data = nifti.load_cine(path, geometry="checked")
@@ -146,8 +143,6 @@ def cine_from_array(array, *, spacing_mm=None, affine=None, name: str = "array")
     the spacing), or both (they must agree within 1 %). The frame interval is an analysis option
     (``frame_interval_s=`` or ``heart_rate_bpm=``).
     """
-    from deepstrain_jax.data.nifti import PIXDIM_TOLERANCE
-
     where = f"<array {name}>"
     a = np.asarray(array)
     if a.ndim != 4:

@@ -23,10 +23,14 @@ import os
 from pathlib import Path
 from typing import Callable
 
+import jax
 import numpy as np
 
+from deepstrain_jax import models
 from deepstrain_jax.data.preprocessing import zscore
-from deepstrain_jax.errors import InputError
+from deepstrain_jax.errors import InputError, check_type
+from deepstrain_jax.io.checkpoints import load_variables, tree_sha256
+from deepstrain_jax.models import count_variables, keras_weights, pretrained
 
 NAMES = ("vcn", "carson", "carmen")
 
@@ -46,8 +50,6 @@ class Network:
         """Where the network came from and what it is: ``source``, architecture, ``parameters``, ``sha256`` (of
         the variables, :func:`variables_sha256`) and, from a model folder's ``provenance.json``, ``name`` and
         ``trained_on`` (null when the folder has none, e.g. a Keras file)."""
-        from deepstrain_jax.models import count_variables
-
         return {"source": self.source, "name": self.provenance.get("name"), "family": self.arch["family"],
                 "gf": self.arch["gf"], "depth": self.arch["depth"], "input_shape": list(self.arch["input_shape"]),
                 "parameters": count_variables(self.variables), "sha256": variables_sha256(self.variables),
@@ -57,8 +59,6 @@ class Network:
 def variables_sha256(variables) -> str:
     """SHA-256 of a variable tree: every leaf's path, dtype, shape and bytes in path order (the model's identity:
     equal hashes, equal outputs). Same as :func:`deepstrain_jax.io.checkpoints.tree_sha256`."""
-    from deepstrain_jax.io.checkpoints import tree_sha256
-
     return tree_sha256(variables)
 
 
@@ -88,12 +88,6 @@ def load_network(name: str, spec: str | os.PathLike | None = None) -> Network:
 
     Raises InputError naming the file when the spec cannot be read or holds another network.
     """
-    import jax
-
-    from deepstrain_jax import models
-    from deepstrain_jax.models import pretrained
-    from deepstrain_jax.io.checkpoints import load_variables
-
     if name not in NAMES:
         raise ValueError(f"network must be one of {NAMES}, got {name!r}")
     provenance = {}
@@ -105,8 +99,6 @@ def load_network(name: str, spec: str | os.PathLike | None = None) -> Network:
         path = Path(spec)
         source = os.fspath(path)
         if path.is_file() and path.suffix.lower() in (".h5", ".hdf5"):
-            from deepstrain_jax.models import keras_weights
-
             layers = keras_weights.read_keras_h5(path)
             try:
                 arch = models.architecture(keras_weights.infer_architecture(layers))
@@ -135,10 +127,6 @@ def load_network(name: str, spec: str | os.PathLike | None = None) -> Network:
 def _compiled_apply(arch_json: str) -> Callable:
     """One jitted ``apply(variables, x)`` per architecture: reloading a model (or another model of the same
     architecture) reuses the compiled code."""
-    import jax
-
-    from deepstrain_jax import models
-
     _, apply = models.build(json.loads(arch_json))
     return jax.jit(lambda variables, x: apply(variables, x))
 
@@ -149,8 +137,6 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> str:
     Compiled networks are then reused by later processes: the second ``deepstrain analyze`` skips compiling.
     Returns the folder used. Failing to create it only disables the cache.
     """
-    import jax
-
     folder = Path(path or os.environ.get("DEEPSTRAIN_JAX_CACHE") or Path.home() / ".cache" / "deepstrain-jax" / "xla")
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -167,8 +153,6 @@ _NETWORKS_API = ("segment_frame", "motion", "vcn_heatmaps", "grid", "describe")
 def check_networks(function: str, networks, *, optional: bool = True) -> None:
     """TypeError unless ``networks`` is a :class:`Networks` (or an object with its methods, e.g. a wrapper)
     or, when ``optional``, ``None``."""
-    from deepstrain_jax.errors import check_type
-
     if networks is None and optional:
         return
     if all(hasattr(networks, m) for m in _NETWORKS_API):
@@ -195,8 +179,6 @@ class Networks:
     @classmethod
     def load(cls, vcn=None, carson=None, carmen=None, *, use_vcn: bool = True, pair_batch: int = 2) -> "Networks":
         """Load each network from its spec (``None``: the shipped model)."""
-        from deepstrain_jax.errors import check_type
-
         for name, spec in (("vcn", vcn), ("carson", carson), ("carmen", carmen)):
             check_type("Networks.load", name, spec, (str, os.PathLike, type(None)),
                        "a model folder, training workdir or Keras .h5 path, or None (the shipped model)")

@@ -40,6 +40,7 @@ the first one's result; temporary folders of killed writers are removed on the n
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -49,7 +50,11 @@ from pathlib import Path
 
 import numpy as np
 
+from deepstrain_jax.analysis.results import DIRECTIONS, EXPERIMENTAL, OUTPUT_FILES, check_results
+from deepstrain_jax.data.nifti import FrameWriter, save_nifti
 from deepstrain_jax.errors import InputError
+from deepstrain_jax.io.atomic import atomic_directory, claim
+from deepstrain_jax.report import AHA_SEGMENT_NAMES, plots, render_report
 
 NIFTI_INTENT_DISPVECT = 1006
 
@@ -72,8 +77,6 @@ def check_output_folder(out_dir: str | os.PathLike, *, overwrite: bool = False) 
 
 
 def _vector_writer(path: Path, shape, affine, frame_interval_s, grid: str):
-    from deepstrain_jax.data.nifti import FrameWriter
-
     return FrameWriter(path, shape, np.float32, affine, frame_interval_s or None,
                        intent=(NIFTI_INTENT_DISPVECT, "displacement_mm"),
                        descrip=f"displacement ED->t mm components=world grid={grid}")  # read by eval.datasets.cmac
@@ -117,8 +120,6 @@ def _write_itk_displacement(folder: Path, result, grid: str) -> None:
     reading). Read by SimpleITK/ITK as a 3-component vector image, it is a ``DisplacementFieldTransform`` that
     maps a point of the ED frame to where it is at frame ``t``: resampling frame ``t`` through it gives the frame
     warped onto ED, as :func:`deepstrain_jax.ops.warp.warp` does."""
-    from deepstrain_jax.data.nifti import FrameWriter
-
     folder.mkdir()
     if grid == "native":
         native = result.native
@@ -149,10 +150,6 @@ ITK_SNAP_LABELS = """################################################
 
 def _write_strain(folder: Path, result, names: dict) -> None:
     """The three strain NIfTIs, written side by side one frame at a time."""
-    import contextlib
-
-    from deepstrain_jax.data.nifti import FrameWriter
-
     native = result.native
     shape = native.shape + (native.n_frames,)
     with contextlib.ExitStack() as stack:
@@ -179,8 +176,6 @@ def csv_text(header: list[str], rows: list[list]) -> str:
 def column(direction: str, what: str) -> str:
     """A CSV column name, ``{direction}_{what}``, with ``_experimental`` appended for the directions of
     :data:`deepstrain_jax.analysis.results.EXPERIMENTAL` (not validated: a reader cannot miss it)."""
-    from deepstrain_jax.analysis.results import EXPERIMENTAL
-
     return f"{direction}_{what}" + ("_experimental" if direction in EXPERIMENTAL else "")
 
 
@@ -188,8 +183,6 @@ def curves_csv(results: dict) -> str:
     """``curves.csv``: subject, frame, time_s, LV/RV/myocardium volume (mL), global strain (%) and strain rate
     (1/s), basal and apical rotation and twist (degrees); the subject column lets cohort tables be concatenated
     as they are."""
-    from deepstrain_jax.analysis.results import DIRECTIONS
-
     t = results["frames"]["n"]
     time = results["frames"]["time_s"] or [None] * t
     vol = results["volumes"]["curves_ml"]
@@ -209,9 +202,6 @@ def curves_csv(results: dict) -> str:
 def aha_csv(results: dict) -> str:
     """``aha_segments.csv``: subject, segment, name, voxels, then per direction the ESS (%), the peak (%) and the
     time to peak (s from ED) of the segment's curve (the dyssynchrony index is in results.json)."""
-    from deepstrain_jax.analysis.results import DIRECTIONS
-    from deepstrain_jax.report import AHA_SEGMENT_NAMES
-
     header = (["subject", "segment", "name", "voxels"] + [column(d, "ess_pct") for d in DIRECTIONS]
               + [column(d, "peak_pct") for d in DIRECTIONS] + [column(d, "time_to_peak_s") for d in DIRECTIONS])
     aha = results["aha"]
@@ -231,8 +221,6 @@ def aha_curves_csv(results: dict) -> str:
     """``aha_curves.csv``, long format (one row per subject, segment, frame and direction): subject, segment,
     frame, time_s, direction, strain_pct, strain_rate_per_s, experimental (``true`` for the directions of
     :data:`deepstrain_jax.analysis.results.EXPERIMENTAL`). Header only when the segments were not placed."""
-    from deepstrain_jax.analysis.results import DIRECTIONS, EXPERIMENTAL
-
     header = ["subject", "segment", "frame", "time_s", "direction", "strain_pct", "strain_rate_per_s",
               "experimental"]
     aha = results["aha"]
@@ -252,8 +240,6 @@ def figures(results: dict) -> dict[str, bytes]:
     """``{"polar_map.png", "polar_map.svg", "polar_map.pdf", "curves.png"}`` for one subject's results (no polar
     map when the AHA segments were not placed). The bull's-eyes use the fixed colour limits of
     :data:`deepstrain_jax.report.plots.STRAIN_LIMITS_PCT`, updated by the option ``bullseye_limits_pct``."""
-    from deepstrain_jax.report import plots
-
     images = {}
     aha = results["aha"]
     experimental = tuple((results["strain"].get("experimental") or {}).get("directions") or ())
@@ -279,21 +265,14 @@ def figures(results: dict) -> dict[str, bytes]:
 
 def write_subject(result, out_dir: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write :class:`deepstrain_jax.analysis.pipeline.AnalysisResult` ``result`` to ``out_dir`` (module docstring)."""
-    from deepstrain_jax.io.atomic import atomic_directory, claim
-    from deepstrain_jax.report import render_report
-
     with claim(out_dir):  # the only writer from the check to the rename (re-entrant inside analyze())
         return _write_subject_claimed(result, out_dir, overwrite, atomic_directory, render_report)
 
 
 def _write_subject_claimed(result, out_dir, overwrite, atomic_directory, render_report) -> Path:
-    from deepstrain_jax.analysis.results import OUTPUT_FILES, check_results
-    from deepstrain_jax.data.nifti import save_nifti
-
     check_output_folder(out_dir, overwrite=overwrite)
     results = dict(result.results)
     check_results(results)
-    from deepstrain_jax.report import plots
 
     images = {"qc_montage.png": plots.qc_montage_png(  # first in the report: is the segmentation right?
         result.grid.image, result.grid.segmentation, ed=results["frames"]["ed"], es=results["frames"]["es"],

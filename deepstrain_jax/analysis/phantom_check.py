@@ -12,6 +12,10 @@ from typing import NamedTuple
 
 import numpy as np
 
+from deepstrain_jax.cardiac.polar_map import segment_means
+from deepstrain_jax.ops.strain_rate import strain_indices
+from deepstrain_jax.phantom.dataset import load_truth
+
 COMPONENTS = (("circumferential", "cc"), ("radial", "rr"), ("longitudinal", "ll"))
 
 
@@ -33,10 +37,6 @@ def compare(results: dict, phantom_folder) -> tuple[list[Comparison], dict]:
       ``(rows, segments)`` with ``segments[direction] = {"true": (17,), "measured": (17,), "mean_abs_error_pp":
       float}`` (NaN for segments missing on either side; mean over segments present on both).
     """
-    from deepstrain_jax.cardiac.polar_map import segment_means
-    from deepstrain_jax.ops.strain_rate import strain_indices
-    from deepstrain_jax.phantom.dataset import load_truth
-
     arrays, meta = load_truth(phantom_folder)
     curves = meta["curves"]
     ed, es, dt = int(meta["ed"]), int(meta["es"]), float(meta["frame_interval_s"])

@@ -37,12 +37,15 @@ import numpy as np
 
 from deepstrain_jax.analysis import grids, stages
 from deepstrain_jax.analysis import inputs as inp
+from deepstrain_jax.analysis import results as res
 from deepstrain_jax.analysis.networks import Networks, check_networks
 from deepstrain_jax.analysis.options import CENTRES, DEFAULT_CROP, DISPLACEMENT_GRIDS, SLICE_ORDERS, AnalysisOptions
+from deepstrain_jax.analysis.outputs import check_output_folder, write_subject
 from deepstrain_jax.analysis.segmentation import StackSegmentation, motion_between, segment_stack
 from deepstrain_jax.analysis.stages import IMPLAUSIBLE_HR_BPM
 from deepstrain_jax.data import preprocessing as pp
 from deepstrain_jax.errors import check_type
+from deepstrain_jax.io.atomic import claim
 from deepstrain_jax.labels import LV_MYOCARDIUM
 
 __all__ = ["AnalysisOptions", "AnalysisResult", "CENTRES", "DEFAULT_CROP", "DISPLACEMENT_GRIDS", "IMPLAUSIBLE_HR_BPM",
@@ -119,8 +122,6 @@ class AnalysisResult:
 
     def write(self, out_dir: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write the subject's output folder (all or nothing); see :mod:`deepstrain_jax.analysis.outputs`."""
-        from deepstrain_jax.analysis.outputs import write_subject
-
         return write_subject(self, out_dir, overwrite=overwrite)
 
 
@@ -162,8 +163,6 @@ def analyze(source, out: str | os.PathLike | None = None, *, networks: Networks 
         no LV is found, or an output folder that exists (without ``overwrite``), cannot be written or is being
         written by another process (:class:`~deepstrain_jax.errors.OutputBusyError`).
     """
-    from deepstrain_jax.io.atomic import claim
-
     check_type("analyze", "source", source, (str, os.PathLike, inp.CineInput, np.ndarray),
                "a path (str or os.PathLike) to one subject, a CineInput, or a (X, Y, Z, T) numpy array")
     if isinstance(source, np.ndarray):
@@ -188,12 +187,8 @@ def analyze(source, out: str | os.PathLike | None = None, *, networks: Networks 
 def _analyze(source, out, networks: Networks | None, options: AnalysisOptions, overwrite: bool) -> AnalysisResult:
     """:func:`analyze` after its argument checks, with the claim on ``out`` held: the stages of
     :mod:`deepstrain_jax.analysis.stages` in order, then the native-grid maps and ``results.json``."""
-    from deepstrain_jax.analysis import results as res
-
     started, t0 = datetime.datetime.now(datetime.timezone.utc), time.perf_counter()
     if out is not None:
-        from deepstrain_jax.analysis.outputs import check_output_folder
-
         check_output_folder(out, overwrite=overwrite)
     checked_crop = networks.grid[0] if networks is not None else DEFAULT_CROP
     cine0, cine, slice_axis = read_checked(source, crop_mm=checked_crop * options.inplane_mm)

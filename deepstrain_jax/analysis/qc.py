@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from deepstrain_jax.ops.strain import displacement_gradient
+from deepstrain_jax.ops.warp import warp
 
 
 def jacobian_determinant(u_mm, spacing_mm) -> np.ndarray:
@@ -78,8 +79,6 @@ def cycle_closure_mm(u_forward_vox, u_backward_vox, spacing_mm, mask) -> dict:
     Returns:
       ``{"mean": float, "p95": float}`` (NaN for an empty mask).
     """
-    from deepstrain_jax.ops.warp import warp
-
     u_f = np.asarray(u_forward_vox, np.float32)
     u_b = np.asarray(u_backward_vox, np.float32)
     mask = np.asarray(mask, bool)

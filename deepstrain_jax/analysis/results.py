@@ -41,9 +41,17 @@ Schema ``deepstrain-jax/results`` version 1 (every key is always present; unknow
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
+import jax
+import jaxlib
 import numpy as np
+
+from deepstrain_jax.cardiac import regional, twist
+from deepstrain_jax.cardiac.polar_map import segment_means, segment_reduce
+from deepstrain_jax.ops.strain_rate import strain_indices
+from deepstrain_jax.version import __version__
 
 SCHEMA = "deepstrain-jax/results"
 SCHEMA_VERSION = 1
@@ -80,8 +88,6 @@ def _list(a, scale: float = 1.0) -> list:
 
 def _indices(curve, dt, ed: int, es: int) -> tuple[dict, list | None]:
     """Strain indices of one global curve (fraction, cine order) on the cycle started at ED, plus its rate."""
-    from deepstrain_jax.ops.strain_rate import strain_indices
-
     c = np.roll(np.asarray(curve, np.float64), -ed)
     t = c.shape[0]
     k_es = (es - ed) % t
@@ -101,8 +107,6 @@ def _indices(curve, dt, ed: int, es: int) -> tuple[dict, list | None]:
 def _twist(grid, ed: int) -> dict:
     """LV rotation, twist and torsion (:mod:`deepstrain_jax.cardiac.twist`) on the network grid (slices base ->
     apex), JSON-ready."""
-    from deepstrain_jax.cardiac import twist
-
     affine = np.asarray(grid.affine, np.float64)
     direction = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
     myo = np.asarray(grid.segmentation)[ed] == 2
@@ -115,8 +119,6 @@ def _twist(grid, ed: int) -> dict:
 
 def _regional(grid, dt, ed: int) -> dict:
     """The AHA segments over the whole cycle (:mod:`deepstrain_jax.cardiac.regional`), JSON-ready."""
-    from deepstrain_jax.cardiac import regional
-
     comps = {d: np.asarray(getattr(grid.strain.components, c)) for d, c in zip(DIRECTIONS, ("rr", "cc", "ll"))}
     curves = regional.segment_curves(comps, grid.aha)
     ind = regional.regional_indices(curves, dt, ed)
@@ -132,11 +134,6 @@ def _regional(grid, dt, ed: int) -> dict:
 
 def software() -> dict:
     """``results.json``'s ``software``: package, JAX and numpy versions and the backend the networks ran on."""
-    import jax
-    import jaxlib
-
-    from deepstrain_jax.version import __version__
-
     return {"name": "deepstrain-jax", "version": __version__, "jax_version": jax.__version__,
             "jaxlib_version": jaxlib.__version__, "jax_backend": jax.default_backend(),
             "numpy_version": np.__version__}
@@ -146,10 +143,6 @@ def build_results(*, cine, networks, options, grid, volumes, ed, es, ed_source, 
                   slice_axis, slice_order, slice_order_source, slice_order_slope, centre, centre_source, folding,
                   closure, legacy, warnings, frame_interval_note=None, coverage=None) -> dict:
     """Assemble the schema-1 dictionary (module docstring) from the pipeline's pieces."""
-    import dataclasses
-
-    from deepstrain_jax.cardiac.polar_map import segment_means, segment_reduce
-
     t = int(cine.image.shape[3])
     curves = {d: np.asarray(getattr(grid.strain.global_mean, c)) for d, c in zip(DIRECTIONS, ("rr", "cc", "ll"))}
     indices, rates = {}, {}

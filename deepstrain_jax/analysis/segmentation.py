@@ -16,13 +16,13 @@ from deepstrain_jax.analysis import grids
 from deepstrain_jax.analysis.networks import Networks, check_networks
 from deepstrain_jax.data import preprocessing as pp
 from deepstrain_jax.data.preprocessing import make_vcn_input, resample_window
+from deepstrain_jax.models import vcn as vcn_lib
 
 
 def _centre(ed_volume, plan: pp.Resampling, networks: Networks, use_vcn: bool) -> tuple[np.ndarray, str]:
     """Crop centre on the resampled grid: the VCN's LV centre on the ED frame, or the field-of-view centre."""
     if not use_vcn:
         return (np.asarray(plan.out_shape[:2], np.float64) - 1.0) / 2.0, "fov"
-    from deepstrain_jax.models import vcn as vcn_lib
 
     volume = resample_window(ed_volume, plan, None, 1)
     view, vcn_crop = make_vcn_input(volume)

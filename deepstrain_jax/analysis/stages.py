@@ -17,8 +17,12 @@ from deepstrain_jax.analysis import inputs as inp
 from deepstrain_jax.analysis.networks import Networks
 from deepstrain_jax.analysis.options import AnalysisOptions
 from deepstrain_jax.analysis.segmentation import StackSegmentation, segment_stack
+from deepstrain_jax.cardiac import aha as aha_lib
+from deepstrain_jax.cardiac import volumetrics
 from deepstrain_jax.errors import InputError
 from deepstrain_jax.labels import LV_CAVITY, LV_MYOCARDIUM, RV_CAVITY
+from deepstrain_jax.ops import strain as strain_lib
+from deepstrain_jax.ops.strain_legacy import legacy_strain
 
 IMPLAUSIBLE_HR_BPM = (30.0, 200.0)  # heart rates outside this range mean the header's frame interval is wrong
 
@@ -154,8 +158,6 @@ class Volumes:
 def volumes_stage(frames: Frames, seg: Segmentation, options: AnalysisOptions) -> Volumes:
     """Volumes on the native grid; ES given, or the frame of smallest LV volume. An LV without an RV gives LV
     values (RV null, a warning); no LV cavity at ED, or no systole, is an InputError."""
-    from deepstrain_jax.cardiac import volumetrics
-
     cine, ed, path, warnings = frames.cine, frames.ed, frames.cine.cine_path, []
     seg_native = seg.stack.native
     if not (seg_native[..., ed] == LV_CAVITY).any():
@@ -236,9 +238,6 @@ class Strain:
 
 def strain_stage(frames: Frames, seg: Segmentation, motion: Motion, options: AnalysisOptions) -> Strain:
     """Strain about the fitted LV centre line, AHA segments from the RV insertion points, legacy numbers."""
-    from deepstrain_jax.cardiac import aha as aha_lib
-    from deepstrain_jax.ops import strain as strain_lib
-
     warnings = []
     try:
         strain = strain_lib.cardiac_strain(motion.u_mm, motion.labels_ed, motion.spacing, base_first=True)
@@ -253,8 +252,6 @@ def strain_stage(frames: Frames, seg: Segmentation, motion: Motion, options: Ana
         warnings.append(f"AHA segments not placed: {e}")
     legacy = None
     if options.legacy:
-        from deepstrain_jax.ops.strain_legacy import legacy_strain
-
         ls = legacy_strain(motion.u_vox, motion.labels_ed)
         legacy = {"global_radial": np.asarray(ls.global_radial), "global_circumferential":
                   np.asarray(ls.global_circumferential)}

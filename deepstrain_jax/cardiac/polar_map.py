@@ -11,7 +11,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-
 _REDUCERS = {"mean": np.mean, "std": np.std, "median": np.median, "min": np.min, "max": np.max,
              "count": lambda v, axis: np.full(v.shape[:-1], v.shape[-1], dtype=np.float64)}
 

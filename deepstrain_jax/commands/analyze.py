@@ -133,8 +133,8 @@ def run(args: argparse.Namespace) -> int:
     from deepstrain_jax.analysis import cohort, discovery, inputs
     from deepstrain_jax.analysis.networks import enable_compilation_cache
     from deepstrain_jax.analysis.outputs import check_output_folder
-    from deepstrain_jax.errors import InputError
     from deepstrain_jax.analysis.pipeline import analyze, read_checked
+    from deepstrain_jax.errors import InputError
 
     options = options_from_args(args)
     if args.pair_batch < 1:

@@ -38,9 +38,9 @@ def run(args: argparse.Namespace) -> int:
     import jax
 
     from deepstrain_jax.errors import InputError
+    from deepstrain_jax.io.checkpoints import save_variables
     from deepstrain_jax.models import architecture, build, count_variables
     from deepstrain_jax.models.keras_weights import infer_architecture, keras_to_variables, read_keras_h5
-    from deepstrain_jax.io.checkpoints import save_variables
 
     if os.path.exists(args.out_dir) and not args.overwrite:
         raise InputError("already exists (use --overwrite to replace it)", args.out_dir)

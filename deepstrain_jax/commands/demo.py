@@ -29,9 +29,9 @@ def run(args: argparse.Namespace) -> int:
     from deepstrain_jax.analysis import phantom_check
     from deepstrain_jax.analysis.networks import enable_compilation_cache
     from deepstrain_jax.analysis.outputs import check_output_folder
+    from deepstrain_jax.analysis.pipeline import analyze
     from deepstrain_jax.errors import InputError
     from deepstrain_jax.phantom import dataset
-    from deepstrain_jax.analysis.pipeline import analyze
 
     if args.frames < 3:
         raise InputError(f"--frames must be >= 3, got {args.frames}")

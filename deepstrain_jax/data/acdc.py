@@ -28,6 +28,7 @@ import numpy as np
 
 from deepstrain_jax.data.nifti import NiftiData, load_cine, load_volume, save_nifti
 from deepstrain_jax.errors import InputError
+from deepstrain_jax.io.atomic import write_text
 from deepstrain_jax.labels import NAMES
 
 INFO_KEYS = ("ED", "ES", "Group", "Height", "NbFrame", "Weight")
@@ -278,7 +279,6 @@ def write_patient(folder: str | os.PathLike, name: str, cine, affine, info: Acdc
             raise ValueError(f"labels of frame {frame} have values outside {{0, 1, 2, 3}}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    from deepstrain_jax.io.atomic import write_text
 
     write_text(folder / "Info.cfg", format_info_cfg(info))
     save_nifti(folder / f"{name}_4d.nii.gz", cine, affine, frame_interval_s)

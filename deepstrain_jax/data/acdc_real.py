@@ -33,8 +33,10 @@ import re
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
+import h5py
 import numpy as np
 
+from deepstrain_jax.data import acdc, nifti
 from deepstrain_jax.errors import InputError
 
 HELD_OUT = ("006", "007", "008", "033", "039", "059", "078", "080", "087", "093")
@@ -186,8 +188,6 @@ def _labels_u8(a, path) -> np.ndarray:
 
 
 def _read_labelled(ref: CaseRef) -> RealCase:
-    from deepstrain_jax.data import acdc, nifti
-
     folder = ref.paths[0]
     info = acdc.read_info_cfg(acdc.info_cfg_path(folder))
     vols, labs = [], {}
@@ -208,8 +208,6 @@ def _read_labelled(ref: CaseRef) -> RealCase:
 
 
 def _read_h5(ref: CaseRef) -> RealCase:
-    import h5py
-
     frames, labs = [], {}
     for k, path in enumerate(ref.paths):
         try:
@@ -231,8 +229,6 @@ def _read_h5(ref: CaseRef) -> RealCase:
 
 
 def _read_cine(ref: CaseRef) -> RealCase:
-    from deepstrain_jax.data import acdc, nifti
-
     folder = ref.paths[0]
     info = acdc.read_info_cfg(acdc.info_cfg_path(folder))
     manifest_path = folder.parent / "manifest.csv"

@@ -30,9 +30,12 @@ import dataclasses
 import os
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
+from nibabel.openers import Opener
 
 from deepstrain_jax.errors import InputError
+from deepstrain_jax.io.atomic import atomic_path
 
 PIXDIM_TOLERANCE = 0.01  # relative disagreement between pixdim[1:4] and the affine's column norms
 _TIME_TO_S = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6}
@@ -93,8 +96,6 @@ def load_nifti(path: str | os.PathLike, ndim: int | None = None, allow_nonfinite
       InputError: missing file, not a NIfTI image, truncated or unreadable data, wrong number of dimensions,
         non-positive or non-finite spatial zooms, NaN/Inf voxels.
     """
-    import nibabel as nib  # heavy-ish import kept local: the CLI imports this module lazily anyway
-
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise InputError("file not found", path)
@@ -188,8 +189,6 @@ def to_nifti_image(array, affine, frame_interval_s: float | None = None):
       affine: ``(4, 4)`` voxel-to-world matrix in mm, invertible.
       frame_interval_s: positive frame interval for a 4D array (``None`` writes ``pixdim[4] = 0``).
     """
-    import nibabel as nib
-
     array = np.asarray(array)
     if array.ndim not in (3, 4):
         raise ValueError(f"array must be 3D or 4D, got shape {array.shape}")
@@ -222,10 +221,6 @@ def _set_geometry(img, dtype, shape, affine, frame_interval_s) -> None:
 
 def save_nifti(path: str | os.PathLike, array, affine, frame_interval_s: float | None = None) -> None:
     """Write ``array`` to ``path`` (``.nii`` or ``.nii.gz``) atomically; see :func:`to_nifti_image`."""
-    import nibabel as nib
-
-    from deepstrain_jax.io.atomic import atomic_path
-
     img = to_nifti_image(array, affine, frame_interval_s)
     with atomic_path(path) as tmp:
         nib.save(img, os.fspath(tmp))
@@ -249,8 +244,6 @@ class FrameWriter:
 
     def __init__(self, path, shape, dtype, affine, frame_interval_s: float | None = None, *,
                  intent: tuple[int, str] | None = None, descrip: str | None = None, allow_nan: bool = False):
-        import nibabel as nib
-
         self.path = Path(path)
         self.shape = tuple(int(n) for n in shape)
         if len(self.shape) not in (4, 5):
@@ -270,10 +263,6 @@ class FrameWriter:
         self.written = 0
 
     def __enter__(self) -> "FrameWriter":
-        from nibabel.openers import Opener
-
-        from deepstrain_jax.io.atomic import atomic_path
-
         self._atomic = atomic_path(self.path)
         tmp = self._atomic.__enter__()
         self._file = Opener(os.fspath(tmp), "wb")

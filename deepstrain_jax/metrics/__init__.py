@@ -32,8 +32,14 @@ from deepstrain_jax.metrics.agreement import (
     pearson_r,
     repeatability_coefficient,
 )
-from deepstrain_jax.metrics.motion import (EPEComponents, ErrorSummary, dense_epe, epe_components, landmark_epe,
-                                          propagate_labels)
+from deepstrain_jax.metrics.motion import (
+    EPEComponents,
+    ErrorSummary,
+    dense_epe,
+    epe_components,
+    landmark_epe,
+    propagate_labels,
+)
 from deepstrain_jax.metrics.reliability import ICCResult, icc
 from deepstrain_jax.metrics.segmentation import (
     SurfaceMetrics,

@@ -10,6 +10,8 @@ are created in that order, which fixes the numeric suffixes of their names in a 
 
 from __future__ import annotations
 
+import numpy as np
+
 
 def build_keras_model(name: str, gf: int = 64, depth: int = 7, input_shape=None, out_channels: int | None = None):
     """A ``tf_keras.Model`` of the original CarSON, CarMEN or VCN.
@@ -81,8 +83,6 @@ def randomize_keras_weights(model, seed: int = 0) -> None:
     scales and moving variances ~ U(0.5, 1.5); PReLU alphas ~ U(0, 0.3) (Keras initialises them to 0, which
     would hide a misplaced alpha).
     """
-    import numpy as np
-
     rng = np.random.default_rng(seed)
     values = []
     for w in model.weights:

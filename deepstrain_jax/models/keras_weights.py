@@ -27,6 +27,7 @@ import jax
 import numpy as np
 
 from deepstrain_jax.errors import InputError
+from deepstrain_jax.models import architecture, build
 from deepstrain_jax.models.layers import keras_creation_order
 
 # Keras weight name -> (collection, Flax variable name), per layer class.
@@ -177,8 +178,6 @@ def load_keras_weights(path: str | os.PathLike, cfg: Mapping[str, Any]) -> dict:
     Raises:
       InputError: the file is unreadable, not in Keras layout, or does not fit the architecture.
     """
-    from deepstrain_jax.models import architecture, build  # the package imports this module's siblings
-
     arch = architecture(cfg)
     if arch["family"] != "legacy":
         raise ValueError(f"Keras weights load into the legacy family, got family {arch['family']!r}")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from deepstrain_jax.io.checkpoints import load_variables
+
 NAMES = ("vcn", "carson", "carmen")
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "models"
 
@@ -24,8 +26,6 @@ def default_model_dir(name: str) -> Path:
 
 def load_default(name: str) -> tuple[dict, dict]:
     """``(variables, architecture)`` of the shipped model ``name``; build it with ``models.build(architecture)``."""
-    from deepstrain_jax.io.checkpoints import load_variables
-
     folder = default_model_dir(name)
     if not (folder / "model.json").is_file():
         raise FileNotFoundError(f"{folder}: the shipped {name} model is missing from this installation "

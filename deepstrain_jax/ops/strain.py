@@ -24,8 +24,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from deepstrain_jax.ops.cardiac_basis import (CardiacBasis, LVCentreLine, StrainComponents, cardiac_basis,
-                                              lv_centre_line, project_strain)
+from deepstrain_jax.ops.cardiac_basis import (
+    CardiacBasis,
+    LVCentreLine,
+    StrainComponents,
+    cardiac_basis,
+    lv_centre_line,
+    project_strain,
+)
 from deepstrain_jax.ops.grid import index_grid
 from deepstrain_jax.ops.strain_legacy import LegacyStrain, LegacyStrainMaps, legacy_strain
 from deepstrain_jax.ops.strain_rate import StrainIndices, strain_indices, strain_rate

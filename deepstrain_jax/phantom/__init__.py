@@ -42,13 +42,35 @@ Models: A = thick-walled cylinder (``model_a``), B = Arts/Waks prolate spheroid 
 moving scene in ``anatomy``; population ranges in ``phenotypes``; time course in ``timecourse``.
 """
 
-from deepstrain_jax.phantom.kinematics import (STRAIN_KEYS, TISSUE_TO_LABEL, PhantomParams, Tissue, activation,
-                                               aha_truth, displacement, es_frame, frame_times_s,
-                                               global_strain_truth, heart_motion, inverse_motion,
-                                               landmark_trajectories, landmarks, motion, myocardium_quadrature,
-                                               params_from_dict, params_to_dict, rcl_basis, sample_params,
-                                               scene, strain_rate_rcl, strain_rate_truth, strain_rcl,
-                                               tissue_reference, validate_params, volumes_truth)
+from deepstrain_jax.phantom.kinematics import (
+                                               STRAIN_KEYS,
+                                               TISSUE_TO_LABEL,
+                                               PhantomParams,
+                                               Tissue,
+                                               activation,
+                                               aha_truth,
+                                               displacement,
+                                               es_frame,
+                                               frame_times_s,
+                                               global_strain_truth,
+                                               heart_motion,
+                                               inverse_motion,
+                                               landmark_trajectories,
+                                               landmarks,
+                                               motion,
+                                               myocardium_quadrature,
+                                               params_from_dict,
+                                               params_to_dict,
+                                               rcl_basis,
+                                               sample_params,
+                                               scene,
+                                               strain_rate_rcl,
+                                               strain_rate_truth,
+                                               strain_rcl,
+                                               tissue_reference,
+                                               validate_params,
+                                               volumes_truth,
+)
 
 __all__ = [
     "PhantomParams", "STRAIN_KEYS", "TISSUE_TO_LABEL", "Tissue", "activation", "aha_truth", "displacement",

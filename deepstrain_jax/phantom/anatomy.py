@@ -47,8 +47,16 @@ import numpy as np
 
 from deepstrain_jax.phantom import model_a, model_b
 from deepstrain_jax.phantom.deformation import check_points, motion
-from deepstrain_jax.phantom.geometry import (cylindrical, endo_radius, endo_radius_sq, epi_radius,
-                                             in_myocardium_polar, myocardium_z_range, polar_angle, wrap_angle)
+from deepstrain_jax.phantom.geometry import (
+    cylindrical,
+    endo_radius,
+    endo_radius_sq,
+    epi_radius,
+    in_myocardium_polar,
+    myocardium_z_range,
+    polar_angle,
+    wrap_angle,
+)
 from deepstrain_jax.phantom.params import with_neutral_phenotype
 from deepstrain_jax.phantom.timecourse import activation
 

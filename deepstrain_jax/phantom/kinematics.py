@@ -31,15 +31,26 @@ import jax.numpy as jnp
 import numpy as np
 
 from deepstrain_jax.phantom import model_a, model_b
-from deepstrain_jax.phantom.anatomy import (TISSUE_TO_LABEL, Tissue, aha_truth, heart_motion,  # noqa: F401
-                                            rv_cavity_volume_ml, scene, tissue_reference)
+from deepstrain_jax.phantom.anatomy import (  # noqa: F401
+    TISSUE_TO_LABEL,
+    Tissue,
+    aha_truth,
+    heart_motion,
+    rv_cavity_volume_ml,
+    scene,
+    tissue_reference,
+)
 from deepstrain_jax.phantom.deformation import check_points, displacement, inverse_motion, motion  # noqa: F401
 from deepstrain_jax.phantom.geometry import endo_radius, epi_radius, myocardium_z_range, prolate_axes
-from deepstrain_jax.phantom.params import (PhantomParams, params_from_dict, params_to_dict,  # noqa: F401
-                                           validate_params, with_neutral_phenotype)
+from deepstrain_jax.phantom.params import (  # noqa: F401
+    PhantomParams,
+    params_from_dict,
+    params_to_dict,
+    validate_params,
+    with_neutral_phenotype,
+)
 from deepstrain_jax.phantom.phenotypes import sample_params  # noqa: F401
-from deepstrain_jax.phantom.timecourse import (activation, es_frame, frame_fracs, frame_times_s,  # noqa: F401
-                                               rr_interval_s)
+from deepstrain_jax.phantom.timecourse import activation, es_frame, frame_fracs, frame_times_s, rr_interval_s  # noqa: F401
 
 STRAIN_KEYS = ("rr", "cc", "ll")
 LANDMARK_LEVELS = (("basal", 5.0 / 6.0), ("mid", 0.5), ("apical", 1.0 / 6.0))

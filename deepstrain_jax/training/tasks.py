@@ -27,7 +27,6 @@ from deepstrain_jax import losses
 from deepstrain_jax.labels import N_LABELS
 
 
-
 def _masked_mean_per_example(values, mask):
     axes = tuple(range(1, values.ndim))
     mask = mask.astype(values.dtype)

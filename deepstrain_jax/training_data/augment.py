@@ -38,6 +38,7 @@ import math
 from typing import NamedTuple
 
 import numpy as np
+from scipy import ndimage
 
 
 class AugmentConfig(NamedTuple):
@@ -183,8 +184,6 @@ def sample_appearance(rng: np.random.Generator, cfg: AugmentConfig) -> Appearanc
 
 def apply_appearance(x01, app: Appearance) -> np.ndarray:
     """Apply :class:`Appearance` changes to an ``(H, W, ...)`` image scaled to [0, 1] (in-plane axes 0, 1)."""
-    from scipy import ndimage
-
     x = np.asarray(x01, np.float32)
     h, w = x.shape[:2]
     extra = (1,) * (x.ndim - 2)
@@ -231,8 +230,6 @@ def source_coords(t: InPlaneTransform, shape) -> np.ndarray:
     s2 = abs(float(np.linalg.det(t.matrix)))
     src = c + (grid - c - t.shift_vox) @ (t.matrix if s2 == 1.0 else t.matrix / s2)
     if t.warp is not None:
-        from scipy import ndimage
-
         w = np.asarray(t.warp, np.float64)
         zoom = (shape[0] / w.shape[0], shape[1] / w.shape[1], 1)
         src = src + ndimage.zoom(w, zoom, order=3, grid_mode=True, mode="grid-constant")[:shape[0], :shape[1]]

@@ -33,6 +33,7 @@ import functools
 
 import numpy as np
 
+from deepstrain_jax.models import vcn
 from deepstrain_jax.training_data import augment as aug
 
 _SAMPLER = {"carson": 1, "vcn": 2, "carmen": 3}
@@ -141,8 +142,6 @@ def vcn_batch(pool, seed: int, step: int, batch_size: int, *, augment: aug.Augme
       ``{"inputs": (B, M, M, 1) float32, "targets": (B, M, M, 1) float32, "centre": (B, 2) float32,
       "subject", "frame", "slice": (B,) int32}``.
     """
-    from deepstrain_jax.models import vcn
-
     _check(pool, seed, step, batch_size)
     sigma_vox = vcn.SIGMA_VOX if sigma_vox is None else float(sigma_vox)
     idx = subject_indices(len(pool), seed, step, batch_size)

@@ -19,8 +19,10 @@ takes seconds to tens of seconds: fill the cache up front with :meth:`prefetch`.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import hashlib
 import json
+import multiprocessing
 import os
 import threading
 import time
@@ -29,9 +31,13 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from deepstrain_jax import console
+from deepstrain_jax.data import acdc_real
 from deepstrain_jax.data import preprocessing as pp
-from deepstrain_jax.training_data import subjects as sj
 from deepstrain_jax.errors import InputError
+from deepstrain_jax.io.atomic import atomic_path, write_text
+from deepstrain_jax.phantom import dataset
+from deepstrain_jax.training_data import subjects as sj
 
 CACHE_FORMAT = "deepstrain-subject/1"
 
@@ -177,7 +183,6 @@ class CachedPool:
     def _save(self, i: int, s: sj.Subject) -> None:
         if self.cache_dir is None:
             return
-        from deepstrain_jax.io.atomic import atomic_path, write_text
 
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         info = self.cache_dir / "pool.json"
@@ -206,8 +211,6 @@ class CachedPool:
         total = len(indices)
         bar = None
         if progress is True:
-            from deepstrain_jax import console
-
             bar = console.progress(total=total, desc=f"{self.kind} subjects", unit="subject")
             report = lambda done, total, each: bar.update(1)  # noqa: E731
         else:
@@ -225,8 +228,6 @@ class CachedPool:
         if workers > 1:
             if self.cache_dir is None:
                 raise ValueError("prefetch(workers > 1) needs a cache_dir: the workers hand subjects over on disk")
-            import concurrent.futures
-            import multiprocessing
 
             with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                                         initializer=_cpu_only_worker) as ex:
@@ -286,8 +287,6 @@ class PhantomPool(CachedPool):
     def __init__(self, seed: int, size: int, *, cfg: sj.SubjectConfig = sj.SubjectConfig(),
                  phenotypes: Sequence[str] | None = None, cache_dir=None, cache_mb: float = 2048,
                  **make_case_kwargs):
-        from deepstrain_jax.phantom import dataset
-
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
@@ -308,8 +307,6 @@ class PhantomPool(CachedPool):
         return self.phenotypes[self._check_index(i) % len(self.phenotypes)]
 
     def _build(self, i: int) -> sj.Subject:
-        from deepstrain_jax.phantom import dataset
-
         seed = dataset.patient_seed(self.seed, i)
         case = dataset.make_case(seed, self.phenotype(i), **self.make_case_kwargs)
         return sj.subject_from_phantom(case, self.cfg, name=f"phantom {i} (seed {seed}, {self.phenotype(i)})")
@@ -383,8 +380,6 @@ class RealAcdcPool(CachedPool):
 
     def __init__(self, refs, *, held_out=(), cfg: sj.SubjectConfig = sj.SubjectConfig(), jitter_seed: int = 0,
                  cache_dir=None, cache_mb: float = 2048, labeller=None):
-        from deepstrain_jax.data import acdc_real
-
         self.refs = list(refs)
         if not self.refs:
             raise ValueError("a real-data pool needs at least one case")
@@ -399,8 +394,6 @@ class RealAcdcPool(CachedPool):
         return len(self.refs)
 
     def _settings(self) -> dict:
-        from deepstrain_jax.data import acdc_real
-
         settings = {"refs": [[r.form, r.number, [os.fspath(Path(p).absolute()) for p in r.paths]] for r in self.refs],
                     "jitter_seed": self.jitter_seed, "nominal_spacing_mm": list(acdc_real.NOMINAL_SPACING_MM)}
         if self.labeller is not None:  # absent otherwise: the cache keys of pools without one are unchanged
@@ -412,8 +405,6 @@ class RealAcdcPool(CachedPool):
         return [r.number for r in self.refs]
 
     def _build(self, i: int) -> sj.Subject:
-        from deepstrain_jax.data import acdc_real
-
         case = acdc_real.read_case(self.refs[i])
         if self.labeller is not None:
             auto = {int(t): np.asarray(v, np.uint8) for t, v in self.labeller(case).items()

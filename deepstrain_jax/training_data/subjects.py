@@ -42,11 +42,18 @@ from typing import NamedTuple
 
 import numpy as np
 
+from deepstrain_jax.data import acdc
 from deepstrain_jax.data import preprocessing as pp
-from deepstrain_jax.data.preprocessing import (block_mean_zscore, make_vcn_input, myocardium_centroid,  # noqa: F401
-                                                 resample_displacement, resample_window)
+from deepstrain_jax.data.preprocessing import (  # noqa: F401
+    block_mean_zscore,
+    make_vcn_input,
+    myocardium_centroid,
+    resample_displacement,
+    resample_window,
+)
 from deepstrain_jax.errors import InputError
 from deepstrain_jax.labels import LV_MYOCARDIUM
+from deepstrain_jax.phantom import dataset
 
 MYOCARDIUM = LV_MYOCARDIUM
 SLICE_ORDERS = ("base_to_apex", "apex_to_base")
@@ -307,16 +314,12 @@ def subject_from_acdc(folder: str | os.PathLike, cfg: SubjectConfig = SubjectCon
     Raises:
       InputError: unreadable files, missing ED labels with ``cfg.centre = "labels"``, inconsistent sidecar.
     """
-    from deepstrain_jax.data import acdc
-
     patient = acdc.load_patient(folder)
     cine = patient.cine
     labels = {k: v.array for k, v in patient.labels.items()}
     u_mm = u_mask = None
     order = slice_order
     if has_phantom_truth(folder):
-        from deepstrain_jax.phantom import dataset
-
         # The slice order is a fact about the stored arrays, so it is honoured even without the truth.
         arrays, meta = dataset.load_truth(folder)
         order = meta.get("slice_order", "base_to_apex") if slice_order is None else slice_order

@@ -31,8 +31,11 @@ import numpy as np
 from eval.baselines.demons import estimate_motion_demons
 from eval.baselines.multiscale import check_pair
 from eval.baselines.optical_flow import estimate_motion_optical_flow
-from eval.baselines.sitk_registration import (estimate_motion_simpleitk_bspline, estimate_motion_simpleitk_demons,
-                                              import_simpleitk)
+from eval.baselines.sitk_registration import (
+    estimate_motion_simpleitk_bspline,
+    estimate_motion_simpleitk_demons,
+    import_simpleitk,
+)
 
 
 def estimate_motion_zero(image_ed, image_t, spacing_mm) -> np.ndarray:

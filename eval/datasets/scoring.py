@@ -25,8 +25,8 @@ import os
 
 import numpy as np
 
-from deepstrain_jax.labels import check_labels
 from deepstrain_jax.cardiac.volumetrics import MYOCARDIAL_DENSITY_G_PER_ML, label_volumes_ml
+from deepstrain_jax.labels import check_labels
 from deepstrain_jax.metrics import bland_altman, dice, pearson_r, surface_metrics
 
 STRUCTURES = (("lv", 3), ("rv", 1), ("myo", 2))  # the official ACDC order: LV, RV, MYO
