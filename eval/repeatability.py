@@ -10,8 +10,7 @@ measures below are compared, scan (``a``) against rescan (``b``), over the ``n``
   diastolic strain rate SRs, SRe (1/s);
 * per AHA segment 1-16: circumferential and radial ESS (%).
 
-Statistics per measure (``d_i = a_i - b_i``; :mod:`deepstrain_jax.metrics`, reference
-``shared/reference/phantoms_and_metrics.md`` §7.5):
+Statistics per measure (``d_i = a_i - b_i``; :mod:`deepstrain_jax.metrics`):
 
 * ``icc``: ICC(A,1), two-way, absolute agreement, single measure, on the ``(n, 2)`` table ``[a, b]``::
 

@@ -97,7 +97,7 @@ def test_vcn_and_carson_smoke_train(tmp_path, name):
 def test_a_carmen_step_on_a_phantom_pair_lowers_its_loss(tmp_path):
     config = _smoke("carmen", tmp_path / "cache", 1)
     train_pool, _ = trainer.make_pools(config, tmp_path)
-    sample, _ = trainer._sampler(config)
+    sample, _ = trainer.make_samplers(config)
     batch = jax.device_put(trainer._device_batch(sample(train_pool, 0)))
     init, apply = models.build(dict(config.model))
     tx = optax.adam(1e-3)

@@ -74,7 +74,7 @@ def evaluate_cell(config, workdir) -> dict[str, float]:
     _, apply = models.build(arch)
     apply = jax.jit(apply)
     _, val_pool = trainer.make_pools(config, workdir)
-    _, sample_val = trainer._sampler(config)
+    _, sample_val = trainer.make_samplers(config)
     totals: dict[str, list[float]] = {}
     for i in range(config.train.eval_batches):
         batch = sample_val(val_pool, i)

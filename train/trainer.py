@@ -130,7 +130,9 @@ def make_mixture_pools(config, cfg, val_cfg, cache):
     return pools.MixturePool(members, repeats), val
 
 
-def _sampler(config):
+def make_samplers(config):
+    """``(sample_train(pool, step), sample_val(pool, i))``: the seeded batch samplers of ``config`` (augmentation
+    for training only)."""
     a = config.augment
     extra = {k: (tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in dict(a).items()
              if k in aug.AugmentConfig._fields and k not in ("rotation_deg", "translation_vox", "mirror_prob", "gamma")}
@@ -252,7 +254,7 @@ def train_and_evaluate(config, workdir) -> dict:
                                       plan, donate_state=False)
 
     train_pool, val_pool = make_pools(config, workdir)
-    sample_train, sample_val = _sampler(config)
+    sample_train, sample_val = make_samplers(config)
     total = num_steps(config, train_pool)
 
     ckpt = checkpointing.Checkpointer(workdir, every=config.train.ckpt_every, keep=config.train.keep,

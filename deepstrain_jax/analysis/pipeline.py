@@ -1,6 +1,6 @@
 """``analyze()``: a cine in, segmentations, motion, strain, volumes, QC and a report out.
 
-The data flow (DESIGN.md): read and check the cine (:mod:`deepstrain_jax.analysis.inputs`) -> put the slice axis
+The data flow: read and check the cine (:mod:`deepstrain_jax.analysis.inputs`) -> put the slice axis
 last -> resample to the network grid (1.25 mm in-plane, 16 slices spanning the stack,
 :mod:`deepstrain_jax.data.preprocessing`) -> centre with VCN on the ED frame and crop 128 x 128 (padding where the
 window overhangs the field of view) -> CarSON on every slice of every frame (labelled islands away from the heart

@@ -38,7 +38,8 @@ def tree_sha256(tree: Any) -> str:
     return h.hexdigest()
 
 
-def _reason(e: BaseException) -> str:
+def error_reason(e: BaseException) -> str:
+    """``"ExceptionType: message"`` on one line, at most 300 characters of message (for error texts)."""
     text = " ".join(str(e).split()) or type(e).__name__
     return f"{type(e).__name__}: {text[:300]}"
 
@@ -95,12 +96,12 @@ def load_variables(directory: str | os.PathLike) -> tuple[dict, dict]:
         if not isinstance(model_config, dict):
             raise ValueError("not a JSON object")
     except (ValueError, UnicodeDecodeError) as e:
-        raise InputError(f"damaged model folder: {_MODEL_JSON} does not parse ({_reason(e)})",
+        raise InputError(f"damaged model folder: {_MODEL_JSON} does not parse ({error_reason(e)})",
                          directory / _MODEL_JSON) from None
     try:
         variables = ocp.StandardCheckpointer().restore(directory / _VARIABLES)
     except Exception as e:  # noqa: BLE001 - Orbax/TensorStore raise many types for a damaged checkpoint
-        raise InputError(f"damaged model folder: the variables cannot be read ({_reason(e)})",
+        raise InputError(f"damaged model folder: the variables cannot be read ({error_reason(e)})",
                          directory / _VARIABLES) from None
     if not isinstance(variables, dict) or "params" not in variables:
         raise InputError("damaged model folder: the variables hold no 'params'", directory / _VARIABLES)

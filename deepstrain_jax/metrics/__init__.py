@@ -1,6 +1,6 @@
 """Validation metrics: segmentation overlap and surface distance, motion error, agreement, reliability.
 
-Conventions shared by every function here (reference: ``shared/reference/phantoms_and_metrics.md`` §7):
+Conventions shared by every function here :
 
 * These run on the host with numpy/scipy (data-dependent shapes: masks, surfaces, cohorts); inputs may be
   numpy or JAX arrays and are converted with ``np.asarray``. Results are float64 numpy values.

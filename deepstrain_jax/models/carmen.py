@@ -4,7 +4,7 @@ Input ``(B, X, Y, Z, 2)``: channel 0 the reference frame ``V_0`` (ED), channel 1
 z-scored on the network grid (the original: 128 x 128 x 16, 1.25 mm in-plane, 16 slices). Output
 ``u_vox`` ``(B, X, Y, Z, 3)``, float32: linear, unbounded displacement in voxels of that grid, component ``c``
 along array axis ``c``; the Lagrangian displacement of the ED point ``X``, so that
-``warp(V_t, u_vox)(X) = V_t(X + u_vox(X)) ~ V_0(X)`` (``reference/original_deepstrain.md`` §3, §7.5).
+``warp(V_t, u_vox)(X) = V_t(X + u_vox(X)) ~ V_0(X)`` (the original DeepStrain code, github.com/moralesq/DeepStrain).
 
 * ``legacy``: the published ``carmen_Jan2021.h5`` architecture: gf 64, kernels (3, 3, 1), strides and
   upsampling (2, 2, 1), per-element PReLU, hence exactly 128 x 128 x 16 inputs; 111,868,611 variables. No

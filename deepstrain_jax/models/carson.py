@@ -2,7 +2,7 @@
 
 Input ``(B, X, Y, 1)``: z-scored slices on the 1.25 mm network grid (the original: 128 x 128 crops around the
 LV). Output ``(B, X, Y, n_labels)``: softmax probabilities over the ACDC labels 0 background, 1 RV cavity,
-2 LV myocardium, 3 LV cavity (``reference/original_deepstrain.md`` §2).
+2 LV myocardium, 3 LV cavity (the original DeepStrain code, github.com/moralesq/DeepStrain).
 
 * ``legacy``: the published ``carson_Jan2021.h5`` architecture: gf 64, seven 2x downsamplings, 3x3 kernels,
   per-element PReLU, hence exactly 128 x 128 inputs; 57,263,812 variables.

@@ -1,7 +1,7 @@
 """The original DeepStrain networks built in ``tf-keras``: the reference for parity tests and benchmarks.
 
 Needs the optional ``keras`` extra (``pip install deepstrain-jax[keras]``: ``tensorflow-cpu``, ``tf-keras``);
-nothing else in the package imports TensorFlow. The graph follows ``reference/original_deepstrain.md`` §1-3:
+nothing else in the package imports TensorFlow. The graph follows the original DeepStrain code, github.com/moralesq/DeepStrain:
 per conv unit Conv (``'same'``) -> BatchNormalization(momentum 0.5) -> PReLU (per element); encoder block
 ``a``, strided ``b`` (its pre-BN output kept), plain conv ``c``, ``Add``; decoder block 1x1 unit,
 UpSampling + unit, ``Concatenate([upsampled, skip])``, unit; head UpSampling + conv (softmax for CarSON). Layers

@@ -6,7 +6,7 @@ Concatenate) included; each group's attribute ``weight_names`` lists datasets su
 ``batch_normalization_7/moving_mean:0`` or ``p_re_lu_5/alpha:0``, stored under those paths in the group.
 Attributes longer than HDF5's 64 kB limit are split by Keras into ``layer_names0``, ``layer_names1``, ...
 
-Mapping (``reference/original_deepstrain.md`` §5.2): layers are classed by their weights (conv: ``kernel``,
+Mapping (the original DeepStrain code, github.com/moralesq/DeepStrain): layers are classed by their weights (conv: ``kernel``,
 ``bias``; BatchNorm: ``gamma``, ``beta``, ``moving_mean``, ``moving_variance``; PReLU: ``alpha``), each class
 is sorted by the numeric suffix of the layer name (numerically: ``_10`` after ``_9``; no suffix counts as 0),
 and the ``k``-th layer of a class goes to the ``k``-th module of that class in Keras creation order

@@ -1,6 +1,6 @@
 """DeepStrain's encoder-decoder template as Flax Linen modules.
 
-One template builds VCN, CarSON and CarMEN (Morales et al. 2021; ``reference/original_deepstrain.md`` §1):
+One template builds VCN, CarSON and CarMEN (Morales et al. 2021; the original DeepStrain code, github.com/moralesq/DeepStrain):
 
 * **conv unit** ``C``: convolution (``'SAME'`` padding, bias) -> BatchNorm (momentum 0.5, epsilon 1e-3, Keras's
   running-variance update, :class:`BatchNorm`) -> PReLU. It also returns ``r``, the convolution output before

@@ -1,6 +1,6 @@
 """VCN, the ventricular centring network, and the logic from its heat-map to a crop centre.
 
-The original VCN was never released (``reference/original_deepstrain.md`` §4). This one uses the same
+The original VCN was never released (the original DeepStrain code, github.com/moralesq/DeepStrain). This one uses the same
 encoder-decoder template, predicting a Gaussian heat-map centred on the in-plane centre of mass of the LV
 myocardium (label 2), trained with MSE against :func:`heatmap_target`.
 

@@ -13,7 +13,7 @@ positions** of the voxel centres, so it is fixed for all frames of a Lagrangian 
   apex gives a positive circumferential-longitudinal shear ``E_cl``.
 
 Strain components are tensor components, ``E_ab = a_hat^T E b_hat`` (the shears are not engineering shears, which
-are twice as large). Reference: phantoms_and_metrics.md section 8.2.
+are twice as large).
 """
 
 from __future__ import annotations

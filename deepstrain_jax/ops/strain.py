@@ -1,6 +1,6 @@
 """Green-Lagrange strain from Lagrangian displacement fields, in physical units.
 
-Conventions (DESIGN.md "Strain"; phantoms_and_metrics.md section 8):
+Conventions:
 
 * ``u_mm``: ``(..., *S, D)`` displacement in mm on the reference (ED) grid, ``S`` the ``D = 2`` or ``3`` spatial sizes,
   component ``i`` along array axis ``i``; leading axes (batch, time) are allowed where stated. A material point at

@@ -1,7 +1,7 @@
 """The original DeepStrain strain computation, reproduced for parity studies (numpy/scipy, host only).
 
 What the original does (``utils/myocardial_strain.py``: ``MyocardialStrain.calculate_strain`` and
-``convert_to_polar``; original_deepstrain.md sections 8.1-8.3), and what :func:`legacy_strain` reproduces:
+``convert_to_polar``; the original DeepStrain code, github.com/moralesq/DeepStrain), and what :func:`legacy_strain` reproduces:
 
 1. One 3D centre of mass ``(cx, cy, cz)`` of ``labels == lv_label`` (2 = myocardium in the ACDC/CMAC notebooks,
    3 = blood pool in ``test.py``); the displacement and the labels are ``np.roll``-ed (wrap-around) by
@@ -21,7 +21,7 @@ What the original does (``utils/myocardial_strain.py``: ``MyocardialStrain.calcu
    myocardium), all slices, no weighting.
 
 The original returns the maps in the rolled frame and writes them with the un-rolled affine (quirk 7 of
-original_deepstrain.md section 14); here both the rolled maps and the maps rolled back to the input frame are returned.
+the original DeepStrain code, github.com/moralesq/DeepStrain); here both the rolled maps and the maps rolled back to the input frame are returned.
 The optional smoothing is the notebooks' ``gaussian_filter(u, sigma=(0, 2, 2, 0, 0))``: a Gaussian with ``sigma``
 voxels along axes 0 and 1, none through-plane, per component and frame, scipy's default ``mode="reflect"``
 (``truncate=4``), applied to the input before the roll.

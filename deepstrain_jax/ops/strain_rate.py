@@ -4,7 +4,7 @@ Conventions: a strain curve has frames on its last axis, frame 0 = ED (the refer
 frames equally spaced by ``dt_s`` seconds (the cine frame interval), covering one cardiac cycle (the frame after the
 last is the next ED). Strain is dimensionless, strain rate in 1/s. Signs are kept everywhere: circumferential and
 longitudinal strain are negative in systole, radial strain positive, and so are their systolic strain rates; the
-early-diastolic strain rate has the opposite sign. Reference: phantoms_and_metrics.md section 5.
+early-diastolic strain rate has the opposite sign.
 """
 
 from __future__ import annotations

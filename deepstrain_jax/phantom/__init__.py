@@ -1,4 +1,4 @@
-"""Synthetic cardiac phantoms with exact motion and strain (phantoms_and_metrics.md §1-6, §8-9).
+"""Synthetic cardiac phantoms with exact motion and strain.
 
 Phantom contract (shared by kinematics and rendering; every name below imports from
 ``deepstrain_jax.phantom`` and from ``deepstrain_jax.phantom.kinematics``):

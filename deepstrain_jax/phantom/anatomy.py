@@ -15,7 +15,7 @@ Structures (heart frame and cylindrical (R, Theta, Z), level zeta = Z / L; see `
   0.15 and 0.65; their axis follows the current endocardial points at those angles, moved 0.4 d towards the
   long axis. They carry label 3 (ACDC keeps them in the cavity) and count in the LV cavity volume. The
   sampled angles (120-140 deg and -120 to -100 deg in this frame: the anterolateral and inferior walls) are
-  placed anatomically; phantoms_and_metrics.md §6.1 quotes 60-90 and 200-240 deg without stating the
+  placed anatomically; the phantom specification quotes 60-90 and 200-240 deg without stating the
   direction of its angle, which in this frame would put the anterolateral muscle on the anterior septum.
 * RV crescent on the septal epicardium, insertion points at Theta = +-60 deg. With D = R - R_epi(Theta, Z)
   the outward distance from the LV epicardium, the ED cavity is 0 < D <= D_o(Theta, Z),

@@ -1,4 +1,4 @@
-"""Synthetic cohorts in the ACDC layout with an exact-truth sidecar (phantoms_and_metrics.md section 10.4).
+"""Synthetic cohorts in the ACDC layout with an exact-truth sidecar.
 
 One patient folder ``patientNNN/``:
 

@@ -12,7 +12,7 @@ septal midline, positive towards anterior, Z along the axis. The level of a poin
   both are cut by the base plane Z = L. Myocardium R_endo(Z) <= R <= R_epi(Theta, Z), c_i - c_o <= Z <= L
   (R_endo = 0 below the endocardial apex: the apical cap); cavity R < R_endo(Z), 0 <= Z <= L.
 
-Regional wall-thickness change (phantoms_and_metrics.md §3): R_o = R_i + wall + wall_delta g(Theta, zeta)
+Regional wall-thickness change: R_o = R_i + wall + wall_delta g(Theta, zeta)
 (Model A); Model B scales its nominal epicardial radius by (1 + wall_delta g / a_o), which is the same change
 at the equator and vanishes towards the epicardial apex. g is the smooth territory mask
 ``territory_mask``. Angles are radians inside this module unless a name ends in ``_deg``.
@@ -46,7 +46,7 @@ def wrap_angle(a):
 
 
 def territory_mask(theta, level, params):
-    """Smooth territory mask g(Theta, zeta) in [0, 1] (phantoms_and_metrics.md §3).
+    """Smooth territory mask g(Theta, zeta) in [0, 1].
 
         g = 1/2 [tanh((d + h) / w) - tanh((d - h) / w)] * 1/2 [tanh(L (zeta - lo) / w_z) - tanh(L (zeta - hi) / w_z)]
 

@@ -14,7 +14,7 @@ reference), projected on the local basis at the *reference* position X:
 so (r, c, l) is right-handed and c_hat turns anticlockwise when viewed from the apex (towards decreasing
 Theta: septal -> inferior -> lateral -> anterior). E_rcl[i, j] = e_i^T E e_j with e = (r_hat, c_hat, l_hat);
 E_cc, E_rr, E_ll do not depend on these signs, the shears do (E_rc = -E_RTheta, E_rl = -E_RZ,
-E_cl = +E_ThetaZ in the cylindrical components of phantoms_and_metrics.md §2). Strain rate is dE/dt in 1/s by
+E_cl = +E_ThetaZ in the cylindrical components of Model A). Strain rate is dE/dt in 1/s by
 forward-mode autodiff in t (t_s = t_frac RR).
 
 Global strain is the volume-weighted mean over the ED myocardium (the continuous limit of DeepStrain's mean

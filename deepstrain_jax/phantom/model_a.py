@@ -1,4 +1,4 @@
-"""Model A: incompressible (or volume-factor J) thick-walled cylinder (phantoms_and_metrics.md §2-3).
+"""Model A: incompressible (or volume-factor J) thick-walled cylinder.
 
 Reference point (R, Theta, Z) in heart-frame cylindrical coordinates maps at activation s to (r, theta, z):
 

@@ -1,4 +1,4 @@
-"""Model B: Arts/Waks kinematic model of a truncated prolate spheroid with an apex (phantoms_and_metrics.md §4).
+"""Model B: Arts/Waks kinematic model of a truncated prolate spheroid with an apex.
 
 Written from the chain of maps described in the reference (after Arts et al. 1992 and Waks et al. 1996). In
 the centre frame p = X - (0, 0, c_i) (the spheroid centre; heart-frame origin at the endocardial apex), with

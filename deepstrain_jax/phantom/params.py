@@ -5,7 +5,7 @@ functions taking ``params`` can be jitted, differentiated and vmapped over param
 ``model``, ``phenotype`` and ``n_frames`` are static (pytree auxiliary data): they pick code paths and array
 shapes, and changing them recompiles.
 
-The defaults are the healthy reference case of phantoms_and_metrics.md §2.1 (Model A, R_i = 25 mm, wall 9 mm,
+The defaults are the healthy reference case (Model A, R_i = 25 mm, wall 9 mm,
 L = 80 mm, rho_ES = 17 mm, lambda_ES = 0.85, twist 12 deg, J = 1), with no regional disease.
 
 Angles are in degrees, lengths in mm, levels are fractions ``zeta = Z / L`` of the LV length measured from the
@@ -49,7 +49,7 @@ class PhantomParams:
         -(1-f)*twist).
       j_es: Model A: myocardial volume ratio det F at ES (1 = incompressible). Model B is always det F = 1.
 
-    Regional disease (one smooth territory, phantoms_and_metrics.md §3):
+    Regional disease (one smooth territory):
       territory_center_deg, territory_halfwidth_deg: angular box [c - h, c + h] (Theta from the septal midline).
       territory_level_lo, territory_level_hi: level box [lo, hi] in zeta = Z / L.
       territory_edge_deg, territory_edge_mm: tanh edge widths w (deg) and w_z (mm).

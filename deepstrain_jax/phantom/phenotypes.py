@@ -1,7 +1,7 @@
 """Phantom populations: parameters of the ACDC groups drawn from ranges by a seed.
 
 ``sample_params(seed, phenotype, model)`` draws every parameter uniformly from the phenotype's range
-(phantoms_and_metrics.md §3 and §5.1, ACDC diagnostic criteria), so a data set is a population, not copies.
+(ACDC diagnostic criteria), so a data set is a population, not copies.
 The same (seed, phenotype, model) always gives the same parameters (JAX threefry stream, float32 draws,
 independent of the x64 setting); different seeds give different ones.
 

@@ -1,4 +1,4 @@
-"""Render bSSFP-like short-axis cine stacks of a phantom (phantoms_and_metrics.md section 6).
+"""Render bSSFP-like short-axis cine stacks of a phantom.
 
 Frames, geometry and the breath-hold shift convention are those of :mod:`deepstrain_jax.phantom.scanner`:
 voxel ``(i, j, k)`` images the heart-frame point :func:`~deepstrain_jax.phantom.scanner.voxel_heart_positions`.

@@ -1,4 +1,4 @@
-"""Activation time course s(t) of the phantom cardiac cycle (phantoms_and_metrics.md §5).
+"""Activation time course s(t) of the phantom cardiac cycle.
 
 One activation ``s in [0, 1]`` drives every motion amplitude: ``s = 0`` at end-diastole (ED, the R-wave
 trigger, frame 0) and ``s = 1`` at end-systole (ES, 35% of the RR interval). Time enters as ``t_frac``, the

@@ -30,7 +30,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from deepstrain_jax.errors import InputError
-from deepstrain_jax.io.checkpoints import _reason, load_variables, save_variables, tree_sha256  # noqa: F401
+from deepstrain_jax.io.checkpoints import error_reason, load_variables, save_variables, tree_sha256  # noqa: F401
 
 _log = logging.getLogger(__name__)
 _HASH_KEY = "_state_sha256"  # kept in a checkpoint's meta item; removed from the meta handed back
@@ -112,7 +112,7 @@ class Checkpointer:
             try:
                 return self._restore_verified(manager, step, like_state)
             except Exception as e:  # noqa: BLE001 - any failure to read it back means it is damaged
-                raise InputError(f"checkpoint step {step} is damaged ({_reason(e)})",
+                raise InputError(f"checkpoint step {step} is damaged ({error_reason(e)})",
                                  Path(manager.directory) / str(step)) from None
         steps = sorted(manager.all_steps(), reverse=True)
         if not steps:
@@ -122,9 +122,9 @@ class Checkpointer:
                 return self._restore_verified(manager, k, like_state)
             except Exception as e:  # noqa: BLE001 - see above
                 where = Path(manager.directory) / str(k)
-                _log.warning("checkpoint step %d at %s is damaged (%s); %s", k, where, _reason(e),
+                _log.warning("checkpoint step %d at %s is damaged (%s); %s", k, where, error_reason(e),
                              "trying the previous one" if k != steps[-1] else "no older checkpoint")
-                self.damaged.append((k, str(where), _reason(e)))
+                self.damaged.append((k, str(where), error_reason(e)))
                 self._set_aside(where)
         raise InputError(f"no intact checkpoint to resume from: steps {steps} are all damaged (moved to "
                          f"{self.workdir / 'damaged'}); remove them to start afresh", self.workdir)

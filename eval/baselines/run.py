@@ -1,6 +1,6 @@
 """Score a motion baseline on a phantom against its exact truth.
 
-Definitions (``shared/reference/phantoms_and_metrics.md`` §7.1-7.2):
+Definitions:
 
 * Dense end-point error at frame t: ``EPE(t) = mean_{X in ED myocardium} ||u_pred(X, t) - u_true(X, t)||_2``
   in mm (:func:`deepstrain_jax.metrics.dense_epe`), ``u_true`` the phantom's exact Lagrangian displacement

@@ -1,6 +1,6 @@
 """ACDC evaluator: predicted ED/ES label maps against the ground truth of ACDC patient folders.
 
-Ground truth (``phantoms_and_metrics.md`` §10.1): ``root`` holds ``patientNNN/`` folders, directly or one level
+Ground truth: ``root`` holds ``patientNNN/`` folders, directly or one level
 down (``root/training/patientNNN``, ``root/testing/patientNNN``), each with ``Info.cfg`` (``ED``, ``ES`` 1-based,
 ``Group``) and ``patientNNN_frameXX_gt.nii.gz`` at ED and ES (0 bg, 1 RV, 2 MYO, 3 LV).
 

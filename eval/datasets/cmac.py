@@ -1,7 +1,7 @@
 """CMAC-style landmark evaluation of a predicted displacement field, with a simple documented layout.
 
 CMAC (Tobon-Gomez et al., MedIA 2013) distributes landmark tracks from two observers as per-frame VTK files
-whose layout we could not verify (``phantoms_and_metrics.md`` §10.3, §11). This evaluator reads a plain layout
+whose layout we could not verify. This evaluator reads a plain layout
 instead; convert the VTK points into it once (world millimetres, CMAC's tag frame negates x and y)::
 
     <root>/metadata.csv                      columns: subject, ed, es   (0-based frames of the cine)

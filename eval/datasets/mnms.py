@@ -1,6 +1,6 @@
 """M&Ms (2020) evaluator, reader and writer: labels 1 LV, 2 MYO, 3 RV remapped to ACDC on load.
 
-Layout (``phantoms_and_metrics.md`` §10.2)::
+Layout::
 
     <root>/<metadata>.csv                 columns (first unnamed index column ignored): External code,
                                           VendorName, Vendor, Centre, ED, ES, Age, Pathology, Sex, Height, Weight

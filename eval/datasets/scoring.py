@@ -1,8 +1,7 @@
 """Segmentation and volumetric scores of predicted label maps against ground truth, and cohort summaries.
 
 Pure functions on arrays (ACDC labels: 0 background, 1 RV cavity, 2 LV myocardium, 3 LV cavity); the dataset
-readers in this package turn files into these arrays. Definitions (``phantoms_and_metrics.md`` §7.3-7.5,
-Bernard et al., IEEE TMI 2018):
+readers in this package turn files into these arrays. Definitions (Bernard et al., IEEE TMI 2018):
 
 * Per phase (ED, ES) and structure (LV cavity 3, RV cavity 1, myocardium 2): Dice on the whole 3D volume
   (:func:`deepstrain_jax.metrics.dice`; 1 when the structure is absent from both) and the symmetric 3D
