@@ -166,9 +166,9 @@ def test_npz_round_trip(tmp_path):
     rng = np.random.default_rng(4)
     s = sj.make_subject(rng.uniform(0, 100, (12, 12, 4, 3)), SPACING, labels=_ring_labels(),
                         u_mm=rng.normal(size=(3, 12, 12, 4, 3)), es=2, frame_interval_s=0.04, cfg=CFG, name="x")
-    np.savez(tmp_path / "s.npz", **pools.subject_to_arrays(s))
+    np.savez(tmp_path / "s.npz", **sj.subject_to_arrays(s))
     with np.load(tmp_path / "s.npz", allow_pickle=False) as z:
-        r = pools.subject_from_arrays({k: z[k] for k in z.files})
+        r = sj.subject_from_arrays({k: z[k] for k in z.files})
     for key, v in s._asdict().items():
         w = getattr(r, key)
         if isinstance(v, np.ndarray):
@@ -180,7 +180,7 @@ def test_npz_round_trip(tmp_path):
         else:
             assert w == v, key
     n = sj.make_subject(rng.uniform(0, 100, (12, 12, 4, 3)), SPACING, labels=_ring_labels(), cfg=CFG)
-    assert pools.subject_from_arrays(pools.subject_to_arrays(n)).u_vox is None
+    assert sj.subject_from_arrays(sj.subject_to_arrays(n)).u_vox is None
 
 
 def test_bad_inputs_raise_clear_errors():

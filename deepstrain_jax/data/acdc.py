@@ -286,3 +286,15 @@ def write_patient(folder: str | os.PathLike, name: str, cine, affine, info: Acdc
         save_nifti(folder / frame_filename(name, frame), cine[..., frame], affine)
     for frame, lab in sorted(labels.items()):
         save_nifti(folder / frame_filename(name, frame, gt=True), lab.astype(np.uint8), affine)
+
+
+def find_patient_folders(root) -> list[Path]:
+    """Patient folders under ``root`` (``root`` itself if it is one): folders holding ``Info.cfg``, sorted by path."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError("folder not found", root)
+    found = {p.parent for name in ("Info.cfg", "info.cfg") for p in root.rglob(name)
+             if not any(part.startswith(".") for part in p.relative_to(root).parts)}
+    if not found:
+        raise InputError("no patient folders (folders with an Info.cfg) found", root)
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())

@@ -61,10 +61,10 @@ import numpy as np
 import pydicom
 from pydicom.multival import MultiValue
 
+from deepstrain_jax.data.dicom_files import MAX_DEPTH, is_dicom_file, is_dicom_folder, walk_files  # noqa: F401
 from deepstrain_jax.data.nifti import NiftiData, save_nifti
 from deepstrain_jax.errors import InputError
 
-MAX_DEPTH = 3  # folders below the given one searched for DICOM files
 _LPS_TO_RAS = np.array([-1.0, -1.0, 1.0])
 _POSITION_TOL_MM = 0.01  # images closer than this along the normal are at the same slice position
 _ORIENTATION_TOL = 1e-4  # direction cosines equal within this (dcm2niix's tolerance)
@@ -75,47 +75,6 @@ _HEADER_TAGS = ["SeriesInstanceUID", "SeriesDescription", "SeriesNumber", "Rows"
                 "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "TriggerTime",
                 "InstanceNumber", "RescaleSlope", "RescaleIntercept", "NominalInterval", "CardiacNumberOfImages",
                 "HeartRate", "SamplesPerPixel"]
-
-
-def is_dicom_file(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a file with the DICOM magic ``DICM`` at byte 128 (reads 132 bytes, parses nothing)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(132)
-    except OSError:  # missing, a folder, unreadable
-        return False
-    return len(head) == 132 and head[128:132] == b"DICM"
-
-
-def _walk_files(folder: str, max_depth: int = MAX_DEPTH):
-    """Yield the files under ``folder`` (sorted, hidden entries skipped) down to ``max_depth`` folders below."""
-    try:
-        entries = sorted(os.scandir(folder), key=lambda e: e.name)
-    except OSError:
-        return
-    subfolders = []
-    for entry in entries:
-        if entry.name.startswith("."):
-            continue
-        try:
-            if entry.is_file():
-                yield entry.path
-            elif entry.is_dir():
-                subfolders.append(entry.path)
-        except OSError:
-            continue
-    if max_depth > 0:
-        for sub in subfolders:
-            yield from _walk_files(sub, max_depth - 1)
-
-
-def is_dicom_folder(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a folder holding at least one DICOM file (:func:`is_dicom_file`), directly or up to
-    :data:`MAX_DEPTH` folders below, hidden entries skipped. Stops at the first DICOM file found."""
-    path = os.fspath(path)
-    if not os.path.isdir(path):
-        return False
-    return any(is_dicom_file(f) for f in _walk_files(path))
 
 
 @dataclasses.dataclass
@@ -373,7 +332,7 @@ def read_dicom_cine(folder: str | os.PathLike, series_uid: str | None = None) ->
         raise InputError("folder not found" if not os.path.exists(folder) else "not a folder", folder)
     n_files = 0
     dicom_files = []
-    for f in _walk_files(folder):
+    for f in walk_files(folder):
         n_files += 1
         if is_dicom_file(f):
             dicom_files.append(f)

@@ -46,7 +46,7 @@ from deepstrain_jax.errors import InputError
 from deepstrain_jax.io.atomic import atomic_directory, atomic_path, write_text
 from deepstrain_jax.phantom import kinematics as kin
 from deepstrain_jax.phantom import render, scanner, truth
-from deepstrain_jax.phantom.params import PHENOTYPES
+from deepstrain_jax.phantom.params import PHENOTYPES, check_phenotype  # noqa: F401
 
 FORMAT = "deepstrain-phantom-truth/1"
 ACDC_GROUP = {"NOR": "NOR", "DCM": "DCM", "HCM": "HCM", "MINF": "MINF", "ARV": "RV"}
@@ -279,13 +279,6 @@ def render_inputs(meta: dict):
 def load_case(folder) -> tuple[acdc.AcdcPatient, dict, dict]:
     """Load a phantom patient folder: ``(acdc.load_patient(folder), arrays, meta)``."""
     return acdc.load_patient(folder), *load_truth(folder)
-
-
-def check_phenotype(p: str) -> str:
-    p = {"RV": "ARV"}.get(str(p).upper(), str(p).upper())
-    if p not in PHENOTYPES:
-        raise ValueError(f"unknown phenotype {p!r}; choose from {', '.join(PHENOTYPES)} (RV = ARV)")
-    return p
 
 
 def _draw_snr(snr, rng: np.random.Generator) -> float:

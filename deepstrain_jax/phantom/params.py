@@ -200,3 +200,11 @@ def params_from_dict(d: dict) -> PhantomParams:
     if "n_frames" in kw:
         kw["n_frames"] = int(kw["n_frames"])
     return PhantomParams(**kw)
+
+
+def check_phenotype(p: str) -> str:
+    """``p`` upper-cased as one of :data:`PHENOTYPES` (``RV`` is taken as ``ARV``); ValueError otherwise."""
+    p = {"RV": "ARV"}.get(str(p).upper(), str(p).upper())
+    if p not in PHENOTYPES:
+        raise ValueError(f"unknown phenotype {p!r}; choose from {', '.join(PHENOTYPES)} (RV = ARV)")
+    return p

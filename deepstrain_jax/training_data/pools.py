@@ -32,9 +32,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from deepstrain_jax import console
-from deepstrain_jax.data import acdc_real
-from deepstrain_jax.data import preprocessing as pp
-from deepstrain_jax.errors import InputError
+from deepstrain_jax.data import acdc, acdc_real
 from deepstrain_jax.io.atomic import atomic_path, write_text
 from deepstrain_jax.phantom import dataset
 from deepstrain_jax.training_data import subjects as sj
@@ -44,54 +42,6 @@ CACHE_FORMAT = "deepstrain-subject/1"
 
 def _nbytes(s: sj.Subject) -> int:
     return sum(np.asarray(v).nbytes for v in s if isinstance(v, np.ndarray))
-
-
-_SCALARS = ("ed", "es", "frame_interval_s", "slices_reversed", "name")
-
-
-def subject_to_arrays(s: sj.Subject) -> dict:
-    """A flat ``{name: ndarray}`` view of ``s`` for ``np.savez`` (``None`` fields are left out)."""
-    out = {}
-    for key, v in s._asdict().items():
-        if v is None:
-            continue
-        if isinstance(v, pp.Resampling):
-            for k, a in v._asdict().items():
-                out[f"resampling.{k}"] = np.asarray(a)
-        elif isinstance(v, pp.Crop):
-            out[f"{key}.start"] = np.asarray(v.start)
-            out[f"{key}.size"] = np.asarray(v.size)
-            out[f"{key}.full_shape"] = np.asarray(v.full_shape)
-        else:
-            out[key] = np.asarray(v)
-    return out
-
-
-def subject_from_arrays(d) -> sj.Subject:
-    """Inverse of :func:`subject_to_arrays` (from a dict or an open ``NpzFile``)."""
-    def tup(a):
-        return tuple(int(x) for x in np.asarray(a))
-
-    plan = pp.Resampling(tup(d["resampling.in_shape"]), tup(d["resampling.out_shape"]),
-                         *(np.asarray(d[f"resampling.{k}"]) for k in ("in_spacing_mm", "out_spacing_mm", "ratio",
-                                                                       "offset")))
-    crops = {k: pp.Crop(tup(d[f"{k}.start"]), int(d[f"{k}.size"]), tup(d[f"{k}.full_shape"]))
-             for k in ("crop", "vcn_crop")}
-    fields = {}
-    for key in sj.Subject._fields:
-        if key == "resampling":
-            fields[key] = plan
-        elif key in crops:
-            fields[key] = crops[key]
-        elif key in _SCALARS:
-            fields[key] = np.asarray(d[key]).item()
-        else:
-            fields[key] = np.asarray(d[key]) if key in d else None
-    fields["ed"], fields["es"] = int(fields["ed"]), int(fields["es"])
-    fields["slices_reversed"] = bool(fields["slices_reversed"])
-    fields["name"] = str(fields["name"])
-    fields["frame_interval_s"] = float(fields["frame_interval_s"])
-    return sj.Subject(**fields)
 
 
 def _check_index(i, n: int) -> int:
@@ -176,7 +126,7 @@ class CachedPool:
             return None
         try:
             with np.load(self._path(i), allow_pickle=False) as z:
-                return subject_from_arrays({k: z[k] for k in z.files})
+                return sj.subject_from_arrays({k: z[k] for k in z.files})
         except Exception:  # a damaged cache file (disk full, foreign file): rebuild it
             return None
 
@@ -191,7 +141,7 @@ class CachedPool:
                                          **self._settings()}, indent=1, default=str) + "\n")
         with atomic_path(self._path(i)) as tmp:
             with open(tmp, "wb") as f:
-                np.savez_compressed(f, **subject_to_arrays(s))
+                np.savez_compressed(f, **sj.subject_to_arrays(s))
 
     def prefetch(self, indices: Iterable[int] | None = None,
                  progress: Callable[[int, int, float], None] | bool | None = True, workers: int = 1) -> None:
@@ -312,18 +262,6 @@ class PhantomPool(CachedPool):
         return sj.subject_from_phantom(case, self.cfg, name=f"phantom {i} (seed {seed}, {self.phenotype(i)})")
 
 
-def find_patient_folders(root) -> list[Path]:
-    """Patient folders under ``root`` (``root`` itself if it is one): folders holding ``Info.cfg``, sorted by path."""
-    root = Path(root)
-    if not root.is_dir():
-        raise InputError("folder not found", root)
-    found = {p.parent for name in ("Info.cfg", "info.cfg") for p in root.rglob(name)
-             if not any(part.startswith(".") for part in p.relative_to(root).parts)}
-    if not found:
-        raise InputError("no patient folders (folders with an Info.cfg) found", root)
-    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
-
-
 class AcdcPool(CachedPool):
     """The ACDC-layout patient folders under ``root`` as subjects (real ACDC or written phantoms).
 
@@ -342,7 +280,7 @@ class AcdcPool(CachedPool):
     def __init__(self, root, *, cfg: sj.SubjectConfig = sj.SubjectConfig(), slice_order: str | None = None,
                  use_truth: bool = True, jitter_seed: int = 0, cache_dir=None, cache_mb: float = 2048):
         self.root = Path(root).absolute()
-        self.folders = find_patient_folders(self.root)
+        self.folders = acdc.find_patient_folders(self.root)
         if slice_order is not None and slice_order not in sj.SLICE_ORDERS:
             raise ValueError(f"slice_order must be one of {sj.SLICE_ORDERS} or None, got {slice_order!r}")
         self.slice_order, self.use_truth, self.jitter_seed = slice_order, bool(use_truth), int(jitter_seed)

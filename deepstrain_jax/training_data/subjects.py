@@ -346,3 +346,53 @@ def subject_from_real_case(case, cfg: SubjectConfig = SubjectConfig(), *, jitter
                                jitter_seed=jitter_seed, name=f"{case.name} ({case.form})")
     except ValueError as e:
         raise InputError(str(e), case.name) from None
+
+
+# ---- A subject as flat arrays (the pools' disk cache) and back. ----
+
+_SCALARS = ("ed", "es", "frame_interval_s", "slices_reversed", "name")
+
+
+def subject_to_arrays(s: Subject) -> dict:
+    """A flat ``{name: ndarray}`` view of ``s`` for ``np.savez`` (``None`` fields are left out)."""
+    out = {}
+    for key, v in s._asdict().items():
+        if v is None:
+            continue
+        if isinstance(v, pp.Resampling):
+            for k, a in v._asdict().items():
+                out[f"resampling.{k}"] = np.asarray(a)
+        elif isinstance(v, pp.Crop):
+            out[f"{key}.start"] = np.asarray(v.start)
+            out[f"{key}.size"] = np.asarray(v.size)
+            out[f"{key}.full_shape"] = np.asarray(v.full_shape)
+        else:
+            out[key] = np.asarray(v)
+    return out
+
+
+def subject_from_arrays(d) -> Subject:
+    """Inverse of :func:`subject_to_arrays` (from a dict or an open ``NpzFile``)."""
+    def tup(a):
+        return tuple(int(x) for x in np.asarray(a))
+
+    plan = pp.Resampling(tup(d["resampling.in_shape"]), tup(d["resampling.out_shape"]),
+                         *(np.asarray(d[f"resampling.{k}"]) for k in ("in_spacing_mm", "out_spacing_mm", "ratio",
+                                                                       "offset")))
+    crops = {k: pp.Crop(tup(d[f"{k}.start"]), int(d[f"{k}.size"]), tup(d[f"{k}.full_shape"]))
+             for k in ("crop", "vcn_crop")}
+    fields = {}
+    for key in Subject._fields:
+        if key == "resampling":
+            fields[key] = plan
+        elif key in crops:
+            fields[key] = crops[key]
+        elif key in _SCALARS:
+            fields[key] = np.asarray(d[key]).item()
+        else:
+            fields[key] = np.asarray(d[key]) if key in d else None
+    fields["ed"], fields["es"] = int(fields["ed"]), int(fields["es"])
+    fields["slices_reversed"] = bool(fields["slices_reversed"])
+    fields["name"] = str(fields["name"])
+    fields["frame_interval_s"] = float(fields["frame_interval_s"])
+    return Subject(**fields)
