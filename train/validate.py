@@ -95,7 +95,7 @@ def load_nets(models_dir: Path) -> dict:
     from deepstrain_jax.io.checkpoints import load_variables
 
     nets = {}
-    for name in ("vcn", "carson", "carmen"):
+    for name in models.NAMES:
         if (models_dir / name / "model.json").is_file():
             variables, arch = load_variables(models_dir / name)
             _, apply = models.build(arch)

@@ -30,9 +30,7 @@ from deepstrain_jax import models
 from deepstrain_jax.data.preprocessing import zscore
 from deepstrain_jax.errors import InputError, check_type
 from deepstrain_jax.io.checkpoints import load_variables, tree_sha256
-from deepstrain_jax.models import count_variables, keras_weights, pretrained
-
-NAMES = ("vcn", "carson", "carmen")
+from deepstrain_jax.models import NAMES, count_variables, keras_weights, pretrained
 
 
 @dataclasses.dataclass

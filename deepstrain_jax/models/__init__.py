@@ -42,7 +42,7 @@ from deepstrain_jax.labels import N_LABELS
 from deepstrain_jax.models import carmen, carson, vcn
 from deepstrain_jax.models.layers import EncoderDecoder
 
-NAMES = ("carson", "carmen", "vcn")
+NAMES = ("vcn", "carson", "carmen")  # the networks, in the order the analysis uses them (the one list)
 FAMILIES = ("legacy", "v2")
 DTYPES = ("float32", "bfloat16", "float16")
 _FIELDS = ("name", "family", "gf", "depth", "input_shape", "out_channels", "kernel_3d", "z_stride", "dtype",

@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from deepstrain_jax.io.checkpoints import load_variables
+from deepstrain_jax.models import NAMES
 
-NAMES = ("vcn", "carson", "carmen")
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "models"
 
 
