@@ -12,16 +12,12 @@ Sections (each with the numbers of the models in ``config.models``, the shipped 
 
 Everything is written under ``--workdir`` (phantoms, one JSON row per analysed subject, so an interrupted run
 resumes where it stopped, ``validation.md``, ``study.csv``, ``figures/``); ``--out`` also copies the report and its
-figures (into ``<out stem>_figures/``) for committing. Progress goes to stderr.
+figures (into ``<out stem>_figures/``) for committing. Progress goes to stderr. This module is the flags; the
+report is :func:`eval.validation_report.build`.
 """
 
 from __future__ import annotations
 
-import json
-import time
-from pathlib import Path
-
-import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -32,199 +28,15 @@ flags.DEFINE_string("out", None, "Also write the report here (e.g. docs/validati
 flags.mark_flags_as_required(["workdir"])
 
 
-def _progress(what: str):
-    """``report(done, total, name)``: a progress bar on a terminal and one line per item."""
-    from deepstrain_jax import console
-
-    start = time.perf_counter()
-    bar = {}
-
-    def report(done: int, total: int, name: str, *_) -> None:
-        if "bar" not in bar:
-            bar["bar"] = console.progress(total=total, desc=what, unit="item")
-        bar["bar"].update(1)
-        elapsed = time.perf_counter() - start
-        eta = elapsed / done * (total - done)
-        console.info("[%s %d/%d] %s (elapsed %.0f s, ETA %.0f s)", what, done, total, name, elapsed, eta)
-        if done == total:
-            bar["bar"].close()
-
-    return report
-
-
-def _to_json(row: dict) -> dict:
-    def conv(v):
-        if isinstance(v, np.ndarray):
-            return [None if not np.isfinite(x) else float(x) for x in v.ravel()]
-        if isinstance(v, dict):
-            return {k: conv(x) for k, x in v.items()}
-        if isinstance(v, (float, np.floating)):
-            return None if not np.isfinite(v) else float(v)
-        return v
-
-    return {k: conv(v) for k, v in row.items()}
-
-
-def _from_json(row: dict) -> dict:
-    def arr(v):
-        return np.array([np.nan if x is None else x for x in v], np.float64)
-
-    out = {k: (np.nan if v is None else v) for k, v in row.items()}
-    out["epe_per_frame_mm"] = arr(row["epe_per_frame_mm"])
-    out["epe_es_segment_mm"] = arr(row["epe_es_segment_mm"])
-    out["segment_error_pp"] = {d: arr(v) for d, v in row["segment_error_pp"].items()}
-    return out
-
-
-def run_study(config, workdir: Path, networks) -> list[dict]:
-    from deepstrain_jax.io.atomic import write_text
-    from eval import phantom_study as ps
-
-    s = config.study
-    design = ps.population(n=s.n, phenotypes=tuple(s.phenotypes), snrs=tuple(s.snrs), models=tuple(s.models),
-                          slice_orders=tuple(s.slice_orders))
-    folders = ps.make_population(workdir / "phantoms", design, n_frames=s.n_frames or None,
-                                 progress=_progress("phantom"), **dict(s.acquisition))
-    rows, report = [], _progress("study")
-    for i, (folder, d) in enumerate(zip(folders, design)):
-        cache = workdir / "rows" / f"{d['name']}.json"
-        if cache.is_file():
-            rows.append(_from_json(json.loads(cache.read_text())))
-        else:
-            row = ps.evaluate_subject(folder, networks, d)
-            write_text(cache, json.dumps(_to_json(row)))
-            rows.append(row)
-        report(i + 1, len(folders), d["name"])
-    return rows
-
-
-def run_baselines(config, networks, design_rows: list[dict]) -> str:
-    from deepstrain_jax.analysis.pipeline import motion_between
-    from deepstrain_jax.phantom import dataset
-    from eval.baselines import run
-
-    def carmen(image_ed, image_t, spacing_mm):
-        return motion_between(image_ed, image_t, spacing_mm, networks=networks)
-
-    carmen.__name__ = "CarMEN (shipped)"
-    results, report = [], _progress("baselines")
-    chosen = design_rows[: config.baselines.n_cases]
-    for i, d in enumerate(chosen):
-        case = dataset.make_case(d["seed"], d["phenotype"], model=d["model"], n_frames=config.study.n_frames or None,
-                                 snr=d["snr"], **dict(config.study.acquisition))
-        frames = [case.cine.es] if config.baselines.frames == "es" else None
-        if i == 0:  # compile CarMEN's shapes outside the timed calls, as the classical methods need no compiling
-            carmen(case.cine.image[..., case.cine.ed], case.cine.image[..., case.cine.es],
-                   case.cine.geometry.spacing_mm)
-        for method in (carmen, *config.baselines.methods):
-            results.append(run.run_baseline_on_case(case, method, frames=frames))
-        report(i + 1, len(chosen), d["name"])
-    return run.markdown_table(results)
-
-
 def main(argv):
     del argv
     from deepstrain_jax import console
-    from deepstrain_jax.analysis.networks import Networks
-    from deepstrain_jax.io import atomic
     from deepstrain_jax.xla_flags import use_fast_cpu_convolutions
-    from eval import study_report
+    from eval import validation_report
 
     use_fast_cpu_convolutions()
     console.set_verbosity(console.VERBOSE if FLAGS.verbosity >= 1 else console.DEFAULT)
-    config = FLAGS.config
-    workdir = Path(FLAGS.workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    m = config.models
-    networks = Networks.load(vcn=m.vcn or None, carson=m.carson or None, carmen=m.carmen or None)
-    t0 = time.perf_counter()
-    rows = run_study(config, workdir, networks)
-    figures = study_report.figures(rows)
-    s = config.study
-    sections = [
-        "# Validation of the shipped models",
-        "",
-        f"Regenerate: `python -m eval.main --config=configs/eval.py:{config.variant} --workdir=runs/eval"
-        f"{' --out=' + FLAGS.out if FLAGS.out else ''}"
-        f"{' --config.ablation_csv=' + config.ablation_csv if config.ablation_csv else ''}"
-        f"{' --config.real.previous=OLD_MODELS' if config.real.enabled and config.real.previous else ''}`. Models: "
-        + ", ".join(f"{k} {v['source']} ({v['family']}, gf {v['gf']})" for k, v in networks.describe().items() if v)
-        + ".",
-        "",
-        f"## 1. Phantom study\n\n{len(rows)} held-out phantoms (seeds from 900000, never used in training): "
-        f"phenotypes {', '.join(s.phenotypes)} x SNR {', '.join(f'{v:g}' for v in s.snrs)} x geometry "
-        f"{', '.join(s.models)} (A: cylinder, the training geometry; B: ellipsoid with apex, unseen) x stored "
-        f"slice order {', '.join(s.slice_orders)}; {s.n_frames} frames. Each is analysed from its ACDC folder by "
-        "`deepstrain_jax.analysis.pipeline.analyze` exactly as `deepstrain analyze` does and compared with its exact truth.",
-        "",
-        study_report.tables(rows),
-    ]
-    sections += ["![Bland-Altman](FIGURES/phantom_bland_altman.png)", "",
-                 "![Per-segment ESS error](FIGURES/phantom_segment_error.png)", "",
-                 "![EPE over the cycle](FIGURES/phantom_epe_cycle.png)", "",
-                 "![EPE per AHA segment](FIGURES/phantom_epe_segments.png)", ""]
-    if config.repeatability.n > 0:
-        from eval import repeatability
-
-        r = config.repeatability
-        pairs = repeatability.make_pairs(workdir / "pairs", r.n, r.seed, n_frames=r.n_frames or None,
-                                         **dict(r.acquisition))
-        values = repeatability.run_repeatability(pairs, networks, progress=_progress("repeatability"),
-                                                 cache_dir=workdir / "repeatability_cache")
-        text, _, png = repeatability.summarise_repeatability(values)
-        figures["repeatability_segments.png"] = png
-        sections += [f"## 2. Repeatability (scan-rescan phantom pairs, n = {r.n})", "", text, "",
-                     "![Per-segment repeatability](FIGURES/repeatability_segments.png)", ""]
-    if config.baselines.methods:
-        sections += ["## 3. Classical baselines and CarMEN on the same phantoms", "",
-                     f"First {config.baselines.n_cases} phantoms of the study, frame pair (ED, "
-                     f"{'ES' if config.baselines.frames == 'es' else 'every frame'}), base -> apex stacks; strain "
-                     "from each method's displacement with the true ED labels.", "",
-                     run_baselines(config, networks, rows), ""]
-    if config.ablation_csv:
-        from eval import ablation_report
-
-        text, png = ablation_report.ablation_report(config.ablation_csv)
-        figures["ablation.png"] = png
-        readme = Path(config.ablation_csv).parent / "README.md"
-        provenance = (f"From `{config.ablation_csv}`, written by `python -m train.ablation`"
-                      + (f"; how it was run and what it shows: `{readme}`." if readme.is_file() else "."))
-        sections += ["## 4. Lambda ablation (CarMEN)", "", provenance, "", text, "",
-                     "![Ablation](FIGURES/ablation.png)", ""]
-    if config.real.enabled:
-        from deepstrain_jax.data import acdc_real
-        from eval import real_data
-
-        root = Path(config.real.root) if config.real.root else acdc_real.default_root()
-        sets = {"current": networks}
-        if config.real.previous:
-            p = Path(config.real.previous)
-            sets["previous"] = Networks.load(vcn=p / "vcn", carson=p / "carson")
-        text_real, results_real = real_data.report(sets, root, acdc_real.HELD_OUT, workdir / "figures",
-                                                   progress=console.info)
-        for name in ("best", "median", "worst"):
-            figures[f"real_overlay_{name}.png"] = (workdir / "figures" / f"real_overlay_{name}.png").read_bytes()
-        atomic.write_text(workdir / "real.json", json.dumps(results_real, indent=1, sort_keys=True) + "\n")
-        sections += ["## 5. Real cine-MRI: the held-out ACDC patients", "",
-                     f"Patients {', '.join(acdc_real.HELD_OUT)} (never trained on, never used to pick a checkpoint), "
-                     "ED and ES segmented as `deepstrain analyze` does and compared with the manual labels "
-                     "(`eval.real_data`)." + (f" **previous**: {config.real.previous_note}."
-                                             if config.real.previous_note else ""), "",
-                     text_real.replace("figures/", "FIGURES/"), ""]
-    sections.append(f"_Wall time of this report: {(time.perf_counter() - t0) / 60:.1f} min._")
-    text = "\n".join(sections) + "\n"
-
-    def write(md_path: Path, fig_dir: Path):
-        for name, data in figures.items():
-            atomic.write_bytes(fig_dir / name, data)
-        atomic.write_text(md_path, text.replace("FIGURES/", f"{fig_dir.name}/"))
-
-    atomic.write_text(workdir / "study.csv", study_report.rows_csv(rows))
-    write(workdir / "validation.md", workdir / "figures")
-    if FLAGS.out:
-        out = Path(FLAGS.out)
-        write(out, out.parent / f"{out.stem}_figures")
-    print(text)
+    print(validation_report.build(FLAGS.config, FLAGS.workdir, FLAGS.out))
 
 
 if __name__ == "__main__":
