@@ -26,6 +26,10 @@ def get_config(arg: str = "full"):
     # Real cine-MRI: the held-out ACDC patients (eval.real_data); "" root -> ../shared/data/acdc. previous: a
     # folder with vcn/ and carson/ model folders to show side by side (e.g. the models shipped before).
     c.real = ml_collections.ConfigDict({"enabled": arg == "full", "root": "", "previous": "", "previous_note": ""})
+    # Motion on real cines (eval.real_motion) and the group figure of the 40 cines (eval.real_cines_figure);
+    # previous_carmen: the CarMEN shipped before, side by side.
+    c.real.motion = arg == "full"
+    c.real.previous_carmen = ""
     if arg == "smoke":
         small = {"matrix": (112, 112), "pixel_mm": 1.6, "n_slices": 8, "slice_thickness_mm": 8.0,
                  "slice_spacing_mm": 10.0, "supersample_inplane": 2, "supersample_slice": 3}

@@ -9,6 +9,10 @@ Sections (each with the numbers of the models in ``config.models``, the shipped 
 3. Classical baselines (:mod:`eval.baselines`) side by side with CarMEN (:func:`deepstrain_jax.analysis.pipeline.motion_between`)
    on the first ``config.baselines.n_cases`` phantoms of the study: end-point error, strain error, time.
 4. The lambda ablation (:mod:`eval.ablation_report`) when ``config.ablation_csv`` names train/ablation.py's table.
+5. Real cine-MRI segmentation on the held-out ACDC patients (:mod:`eval.real_data`), when ``config.real.enabled``.
+6. Motion on the held-out real cines (:mod:`eval.real_motion`: label propagation, cycle closure, folding) and
+7. the global strain curves of the 40 real cines by group (:mod:`eval.real_cines_figure`), when
+   ``config.real.motion``.
 
 Everything is written under ``--workdir`` (phantoms, one JSON row per analysed subject, so an interrupted run
 resumes where it stopped, ``validation.md``, ``study.csv``, ``figures/``); ``--out`` also copies the report and its

@@ -97,20 +97,27 @@ def table(rows: list) -> str:
 FLAGS = flags.FLAGS
 
 
-def main(argv):
-    del argv
-    refs = acdc_real.find_cases(FLAGS.root, "cine")
-    networks = Networks.load(carmen=FLAGS.carmen)
+def report(networks: Networks, root, progress=None) -> tuple[str, bytes, list]:
+    """Every cine of ``root``/cine analysed: ``(markdown table, figure PNG, rows)``."""
+    refs = acdc_real.find_cases(root, "cine")
     rows = []
     for k, ref in enumerate(refs):
         rows.append(cine_curves(acdc_real.read_case(ref), networks))
-        print(f"[{k + 1}/{len(refs)}] {ref.name}", file=sys.stderr, flush=True)
+        if progress:
+            progress(f"[{k + 1}/{len(refs)}] {ref.name}")
+    return table(rows), figure_png(rows), rows
+
+
+def main(argv):
+    del argv
+    text, png, rows = report(Networks.load(carmen=FLAGS.carmen), FLAGS.root,
+                             progress=lambda m: print(m, file=sys.stderr, flush=True))
     out = Path(FLAGS.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".png").write_bytes(figure_png(rows))
-    out.with_suffix(".md").write_text(table(rows))
+    out.with_suffix(".png").write_bytes(png)
+    out.with_suffix(".md").write_text(text)
     out.with_suffix(".json").write_text(json.dumps(rows))
-    print(table(rows))
+    print(text)
     return 0
 
 

@@ -147,34 +147,46 @@ def _define_flags() -> None:
     flags.DEFINE_string("out", None, "Markdown file to write (and a .json beside it).")
 
 
-def main(argv):
-    del argv
-    refs = acdc_real.find_cases(FLAGS.root, "cine", include=acdc_real.HELD_OUT)
+def report(nets: dict, root, baselines=BASELINES, progress=None) -> tuple[str, dict]:
+    """Every held-out cine of ``root``/cine with every method (module docstring).
+
+    Args:
+      nets: ``{"current": Networks, "previous": Networks (optional)}``.
+      root: the ACDC data folder; baselines: names in :data:`eval.baselines.METHODS`.
+      progress: called with a line per finished (patient, method), or None.
+    Returns:
+      ``(markdown, {"propagation": rows, "analysis": rows, "models": {...}})``.
+    """
+    refs = acdc_real.find_cases(root, "cine", include=acdc_real.HELD_OUT)
     if not refs:
-        print(f"no held-out cines under {FLAGS.root}/cine", file=sys.stderr)
-        return 2
-    cases = [acdc_real.read_case(r) for r in refs]
-    nets = {"current": Networks.load(carmen=FLAGS.carmen)}
-    if FLAGS.previous_carmen:
-        nets["previous"] = Networks.load(carmen=FLAGS.previous_carmen)
+        raise FileNotFoundError(f"no held-out cines under {root}/cine")
     models = {k: f"{n.carmen.describe()['name']} (sha256 {n.carmen.describe()['sha256'][:12]})"
               for k, n in nets.items()}
-    methods = ["none", *FLAGS.baselines, *(f"carmen {k}" for k in reversed(list(nets)))]
+    methods = ["none", *baselines, *(f"carmen {k}" for k in reversed(list(nets)))]
     prop_rows, ana_rows = [], []
-    for case in cases:
+    for ref in refs:
+        case = acdc_real.read_case(ref)
         if case.ed in case.labels and case.es in case.labels:
             for m in methods:
                 net = nets[m.split()[1]] if m.startswith("carmen") else None
                 prop_rows.append(propagation_case(case, m, net))
-                print(f"{case.name} {m}: ED->ES myo {prop_rows[-1]['ed2es_dice_myo']:.3f}", file=sys.stderr)
+                if progress:
+                    progress(f"{case.name} {m}: ED->ES myo {prop_rows[-1]['ed2es_dice_myo']:.3f}")
         for k in reversed(list(nets)):
             ana_rows.append(analysis_case(case, nets[k], k))
-    text = markdown(prop_rows, ana_rows, models)
+    return markdown(prop_rows, ana_rows, models), {"propagation": prop_rows, "analysis": ana_rows, "models": models}
+
+
+def main(argv):
+    del argv
+    nets = {"current": Networks.load(carmen=FLAGS.carmen)}
+    if FLAGS.previous_carmen:
+        nets["previous"] = Networks.load(carmen=FLAGS.previous_carmen)
+    text, data = report(nets, FLAGS.root, tuple(FLAGS.baselines), progress=lambda m: print(m, file=sys.stderr))
     print(text)
     if FLAGS.out:
         Path(FLAGS.out).write_text(text)
-        Path(FLAGS.out).with_suffix(".json").write_text(json.dumps(
-            {"propagation": prop_rows, "analysis": ana_rows, "models": models}, indent=1))
+        Path(FLAGS.out).with_suffix(".json").write_text(json.dumps(data, indent=1))
     return 0
 
 
