@@ -354,7 +354,7 @@ def test_qc_montage_draws_each_label_contour_on_every_slice_and_the_aha_panel():
     labels = np.zeros((2, n, n, z), np.uint8)
     labels[:, r < 12] = 2
     labels[:, r < 7] = 3
-    labels[:, (np.abs(xx - 5) < 3) & (np.abs(yy - 20) < 8)] = 1
+    labels[:, (np.abs(xx - 6) < 3) & (np.abs(yy - 20) < 8)] = 1  # touches the ring at x = 8 | 9
     image = np.random.default_rng(0).uniform(0, 1, (2, n, n, z)).astype(np.float32) + (labels == 3)
     aha = np.where(labels[0] == 2, 7 + (np.arctan2(yy - 20, xx - 20)[..., None] > 0), 0).astype(np.int32)
     data = qc_montage_png(image, labels, ed=0, es=1, aha=aha, title="t")
@@ -365,6 +365,13 @@ def test_qc_montage_draws_each_label_contour_on_every_slice_and_the_aha_panel():
         assert np.all(np.abs(pixels - want) < 0.08, axis=-1).sum() > 50, label  # each contour is drawn
     # 3 slices x (ED, ES) + the AHA panel fit one row of 4 pairs; without segments no AHA panel.
     assert png_size(data) == png_size(qc_montage_png(image, labels, ed=0, es=1, aha=None, title="t"))
+    # The RV insertion points of the ED labels (the RV blob touches the ring on the left) drawn as cyan markers.
+    from deepstrain_jax.cardiac.aha import rv_insertion_points
+
+    ins = rv_insertion_points(labels[0], (1.25, 1.25, 8.0), base_first=True)
+    with_points = decode(qc_montage_png(image, labels, ed=0, es=1, aha=aha, insertions=ins, title="t"))[..., :3]
+    cyan = np.all(np.abs(with_points - np.array([0.0, 1.0, 1.0])) < 0.1, axis=-1)
+    assert cyan.sum() > 4 and not np.all(np.abs(pixels - np.array([0.0, 1.0, 1.0])) < 0.1, axis=-1).any()
 
 
 def test_cohort_bullseyes_show_group_mean_and_sd():

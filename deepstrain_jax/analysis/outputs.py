@@ -51,6 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from deepstrain_jax.analysis.results import DIRECTIONS, EXPERIMENTAL, OUTPUT_FILES, check_results
+from deepstrain_jax.cardiac import aha as aha_lib
 from deepstrain_jax.data.nifti import FrameWriter, save_nifti
 from deepstrain_jax.errors import InputError
 from deepstrain_jax.io.atomic import atomic_directory, claim
@@ -269,6 +270,17 @@ def write_subject(result, out_dir: str | os.PathLike, *, overwrite: bool = False
         return _write_subject_claimed(result, out_dir, overwrite, atomic_directory, render_report)
 
 
+def _insertions(grid, ed: int):
+    """The RV insertion points of the ED labels on the network grid (for the QC montage), or None."""
+    if grid.aha is None:
+        return None
+    try:
+        return aha_lib.rv_insertion_points(np.ascontiguousarray(grid.segmentation[ed]), grid.spacing_mm,
+                                           base_first=True, affine=grid.affine)
+    except ValueError:
+        return None
+
+
 def _write_subject_claimed(result, out_dir, overwrite, atomic_directory, render_report) -> Path:
     check_output_folder(out_dir, overwrite=overwrite)
     results = dict(result.results)
@@ -276,7 +288,7 @@ def _write_subject_claimed(result, out_dir, overwrite, atomic_directory, render_
 
     images = {"qc_montage.png": plots.qc_montage_png(  # first in the report: is the segmentation right?
         result.grid.image, result.grid.segmentation, ed=results["frames"]["ed"], es=results["frames"]["es"],
-        aha=result.grid.aha, title=f"{results['subject']}: segmentation at ED and ES (network grid, base -> apex)")}
+        aha=result.grid.aha, insertions=_insertions(result.grid, results["frames"]["ed"]), title=f"{results['subject']}: segmentation at ED and ES (network grid, base -> apex)")}
     images.update(figures(results))
     grid = results["options"].get("displacement", "native")
     dropped = set()

@@ -172,17 +172,20 @@ def bland_altman_png(reference, measured, *, title: str, unit: str, percent: boo
 LABEL_COLOURS = {1: "#4169e1", 2: "#dc143c", 3: "#ffd700"}  # RV cavity, LV myocardium, LV cavity (ITK-SNAP file)
 
 
-def qc_montage_png(image, labels, *, ed: int, es: int, aha=None, title: str = "", columns: int = 4) -> bytes:
+def qc_montage_png(image, labels, *, ed: int, es: int, aha=None, insertions=None, title: str = "",
+                   columns: int = 4) -> bytes:
     """Segmentation contours over the image at ED and ES on every slice, plus the AHA sectors on a mid slice.
 
     What the networks saw and produced (the network grid, slices base -> apex), so a failed segmentation is
     visible at a glance: per slice an ED and an ES panel side by side, RV cavity blue, LV myocardium red, LV
     cavity yellow; a last panel shows the ED myocardium of the middle slice that holds AHA segments, coloured by
-    segment with its number.
+    segment with its number, the sector lines in white and, given ``insertions``, the two RV insertion
+    directions from the LV centre (anterior: triangle, inferior: square).
 
     Args:
       image: ``(T, N, N, Z)`` intensities; labels: ``(T, N, N, Z)`` ACDC labels; ed, es: frames.
       aha: ``(N, N, Z)`` AHA segment map (0 outside), or None; columns: slice pairs per row.
+      insertions: :class:`deepstrain_jax.cardiac.aha.RVInsertions` of the ED labels on this grid, or None.
     Returns:
       PNG bytes (deterministic).
     """
@@ -200,7 +203,7 @@ def qc_montage_png(image, labels, *, ed: int, es: int, aha=None, title: str = ""
             if k == z:  # the AHA panel
                 if j == 1:
                     continue
-                _draw_aha_panel(ax, image, labels, aha, ed)
+                _draw_aha_panel(ax, image, labels, aha, ed, insertions)
                 continue
             slice_img = image[t, :, :, k].T
             lo, hi = np.percentile(image[t], [1, 99.5])
@@ -214,7 +217,7 @@ def qc_montage_png(image, labels, *, ed: int, es: int, aha=None, title: str = ""
     return png_bytes(fig)
 
 
-def _draw_aha_panel(ax, image, labels, aha, ed: int) -> None:
+def _draw_aha_panel(ax, image, labels, aha, ed: int, insertions=None) -> None:
     import matplotlib
 
     placed = np.flatnonzero(np.asarray(aha).reshape(-1, aha.shape[2]).any(axis=0))
@@ -229,4 +232,14 @@ def _draw_aha_panel(ax, image, labels, aha, ed: int) -> None:
         yy, xx = np.nonzero(seg == s)
         ax.text(xx.mean(), yy.mean(), str(s), color="black", fontsize=6, ha="center", va="center")
     ax.imshow(overlay, origin="lower", interpolation="nearest")
+    for s in np.unique(seg[seg > 0]).astype(int):  # sector lines: each segment's outline
+        ax.contour((seg == s).astype(np.float32), levels=[0.5], colors="white", linewidths=0.4)
+    if insertions is not None and np.all(np.isfinite(insertions.centre_vox[k])):
+        cx, cy = insertions.centre_vox[k]
+        reach = 0.5 * max(np.ptp(np.nonzero(seg)[1]), np.ptp(np.nonzero(seg)[0])) + 4.0  # past the epicardium
+        for angle, marker in ((insertions.pooled_anterior_deg, "^"), (insertions.pooled_inferior_deg, "s")):
+            a = np.deg2rad(angle)  # about the slice centre, array axis 0 -> x, axis 1 -> y (equal in-plane voxels)
+            x, y = cx + reach * np.cos(a), cy + reach * np.sin(a)
+            ax.plot([cx, x], [cy, y], color="white", linewidth=0.8, linestyle="--")
+            ax.plot([x], [y], marker=marker, color="cyan", markersize=3.5)
     ax.text(2, image.shape[2] - 4, f"AHA ED z{k}", color="white", fontsize=6, va="top")
