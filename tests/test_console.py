@@ -65,3 +65,14 @@ def test_cli_quiet_and_verbose_flags(tmp_path):
                             str(tmp_path / "out"), "-q"], capture_output=True, text=True, cwd=REPO)
     assert loud.returncode == quiet.returncode == 2          # nothing to analyse: one clear error
     assert "error" in quiet.stderr and "error" in loud.stderr
+
+
+def test_library_users_get_the_fast_cpu_convolutions_in_one_call():
+    """use_fast_cpu_convolutions() adds the XLA:CPU flag once (and keeps what the user set), before JAX starts."""
+    code = ("import os; os.environ['XLA_FLAGS'] = '--xla_dump_to=/nonexistent_not_used'; "
+            "from deepstrain_jax.xla_flags import RECOMMENDED_CPU_XLA_FLAGS as F, use_fast_cpu_convolutions as u; "
+            "u(); u(); v = os.environ['XLA_FLAGS']; assert v.count(F) == 1 and v.startswith('--xla_dump_to'), v; "
+            "import sys; assert 'jax' not in sys.modules; "
+            "os.environ['XLA_FLAGS'] = F.split('=')[0] + '=custom'; u(); assert os.environ['XLA_FLAGS'].endswith('custom')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr
