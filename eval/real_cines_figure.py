@@ -110,6 +110,9 @@ def report(networks: Networks, root, progress=None) -> tuple[str, bytes, list]:
 
 def main(argv):
     del argv
+    from deepstrain_jax import console
+
+    console.set_verbosity(console.DEFAULT)  # Orbax's INFO lines stay out of the console
     text, png, rows = report(Networks.load(carmen=FLAGS.carmen), FLAGS.root,
                              progress=lambda m: print(m, file=sys.stderr, flush=True))
     out = Path(FLAGS.out)

@@ -160,7 +160,7 @@ def report(nets: dict, root, baselines=BASELINES, progress=None) -> tuple[str, d
     refs = acdc_real.find_cases(root, "cine", include=acdc_real.HELD_OUT)
     if not refs:
         raise FileNotFoundError(f"no held-out cines under {root}/cine")
-    models = {k: f"{n.carmen.describe()['name']} (sha256 {n.carmen.describe()['sha256'][:12]})"
+    models = {k: f"{n.carmen.describe()['name'] or n.carmen.source} (sha256 {n.carmen.describe()['sha256'][:12]})"
               for k, n in nets.items()}
     methods = ["none", *baselines, *(f"carmen {k}" for k in reversed(list(nets)))]
     prop_rows, ana_rows = [], []
@@ -179,6 +179,9 @@ def report(nets: dict, root, baselines=BASELINES, progress=None) -> tuple[str, d
 
 def main(argv):
     del argv
+    from deepstrain_jax import console
+
+    console.set_verbosity(console.DEFAULT)  # Orbax's INFO lines stay out of the console
     nets = {"current": Networks.load(carmen=FLAGS.carmen)}
     if FLAGS.previous_carmen:
         nets["previous"] = Networks.load(carmen=FLAGS.previous_carmen)

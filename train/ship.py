@@ -85,16 +85,22 @@ def provenance(workdir: Path, name: str) -> dict:
     return record
 
 
-def _shipped_init(config: dict) -> dict | None:
-    """The ``provenance.json`` of the shipped model folder a run was warm-started from, or None."""
+def _init_folder(config: dict) -> Path | None:
+    """The model folder a run was warm-started from (``train.init_from``), or None."""
     init = config["train"].get("init_from", "")
     if not init:
         return None
     model = Path(init)
     if not model.is_absolute() and not model.exists():
         model = Path(__file__).resolve().parents[1] / model
-    prov = model / "provenance.json"
-    return json.loads(prov.read_text()) if prov.is_file() else None
+    return model
+
+
+def _shipped_init(config: dict) -> dict | None:
+    """The ``provenance.json`` of the shipped model folder a run was warm-started from, or None."""
+    model = _init_folder(config)
+    prov = None if model is None else model / "provenance.json"
+    return json.loads(prov.read_text()) if prov is not None and prov.is_file() else None
 
 
 def _stage1(config: dict) -> Path | None:
@@ -132,6 +138,12 @@ def main(argv):
     while (earlier := _stage1(cfg)) is not None:
         chain.append(earlier)
         cfg = json.loads((earlier / "config.json").read_text())
+    init = _init_folder(config)
+    if not chain and init is not None and (init / "provenance.json").is_file():
+        # Warm-started from a shipped model folder (replaced below): its history ships as stage1_*.
+        for f, name in (("config.json", "config.json"), ("metrics.jsonl", "metrics.jsonl"), ("train.log", "train.log")):
+            if (init / f).is_file():
+                shutil.copy2(init / f, tmp / f"stage1_{name}")
     for k, stage in enumerate(reversed(chain), start=1):
         for f in ("config.json", "metrics.jsonl"):
             shutil.copy2(stage / f, tmp / f"stage{k}_{f}")

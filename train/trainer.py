@@ -95,7 +95,7 @@ def real_training_refs(config) -> list:
                 refs.append(ref)
                 seen.add(ref.number)
     acdc_real.check_split(refs, tuple(r.held_out))
-    if r.get("limit", 0):
+    if getattr(r, "limit", 0):
         refs = refs[:int(r.limit)]
     return refs
 
