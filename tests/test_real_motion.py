@@ -174,3 +174,21 @@ def test_tiny_mixed_real_and_phantom_training_lowers_both_losses(tmp_path):
     first, last = train_rows[0], train_rows[-1]
     assert last["loss"] < first["loss"], (first, last)
     assert last["epe_mm"] < first["epe_mm"], (first, last)
+
+
+def test_clinical_figure_interpretation_follows_the_numbers():
+    from eval.real_cines_figure import green_lagrange_pct, interpretation
+
+    assert green_lagrange_pct(-23.0) == pytest.approx(-23.0 + 0.5 * 23.0 ** 2 / 100.0)  # E = e + e^2 / 2
+
+    def row(group, sre, ef, gcs=-10.0):
+        return {"group": group, "radial_sre": sre, "lv_ef_pct": ef, "circumferential_ess_pct": gcs,
+                "radial_ess_pct": 30.0, "longitudinal_ess_pct": -5.0}
+
+    rows = [row("NOR", -2.0, 60), row("NOR", -2.0, 62), row("HCM", -1.0, 70), row("RV", -3.0, 55)]
+    text = interpretation(rows)
+    assert "NOR -2.00 (n = 2)" in text and "HCM -1.00 (50 % of NOR" in text
+    assert "lower in magnitude than NOR's in HCM patients with normal EF" in text  # RV is faster here
+    assert "circumferential -10.0 % against -20 %" in text
+    rows = [row("NOR", -2.0, 60), row("HCM", -3.0, 70), row("RV", -2.5, 40)]
+    assert "not lower than NOR's in HCM or RV" in interpretation(rows)
