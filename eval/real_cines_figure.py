@@ -21,8 +21,8 @@ import numpy as np
 from absl import app, flags
 
 from deepstrain_jax.analysis.networks import Networks
-from deepstrain_jax.analysis.pipeline import analyze
 from deepstrain_jax.data import acdc_real
+from eval.real_data import analyze_case
 
 GROUPS = ("NOR", "DCM", "HCM", "MINF", "RV")
 DIRECTIONS = ("circumferential", "radial", "longitudinal")
@@ -34,8 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 def cine_curves(case, networks: Networks) -> dict:
     """Global strain (%) and rate (1/cycle) on :data:`GRID` (cycle fraction from ED) and the indices."""
     t = case.image.shape[3]
-    r = analyze(case.image, networks=networks, spacing_mm=case.spacing_mm, affine=case.affine, name=case.name,
-                ed=int(case.ed), es=int(case.es), slice_order="base_to_apex", frame_interval_s=1.0 / t).results
+    r = analyze_case(case, networks, frame_interval_s=1.0 / t)
     frac = np.arange(t + 1) / t  # the cycle closes: ED again at 1
     out = {"patient": case.name, "group": case.group, "n_frames": t, "spacing_known": bool(case.spacing_known),
            "lv_ef_pct": r["volumes"]["lv_ef_pct"], "warnings": r["qc"]["warnings"]}

@@ -59,6 +59,30 @@ def _volumes(labels, spacing) -> dict:
     return {"lv": float(v.lv_ml[0]), "rv": float(v.rv_ml[0]), "myo": float(v.myo_ml[0])}
 
 
+def class_scores(pred, manual, spacing_mm, suffix: str = "") -> dict:
+    """Dice and HD95 (mm) of ``pred`` against ``manual`` per class of :data:`CLASSES`, as
+    ``{"dice_<class><suffix>", "hd95_<class><suffix>_mm"}`` (HD95 NaN where a map lacks the class)."""
+    from deepstrain_jax.metrics import dice, surface_metrics
+
+    values = [c for _, c in CLASSES]
+    d = dice(pred, manual, labels=values)
+    sm = surface_metrics(pred, manual, spacing_mm, labels=values, on_empty="nan")
+    out = {}
+    for i, (name, _) in enumerate(CLASSES):
+        out[f"dice_{name}{suffix}"] = float(d[i])
+        out[f"hd95_{name}{suffix}_mm"] = float(sm.hd95_mm[i])
+    return out
+
+
+def analyze_case(case, networks, **options) -> dict:
+    """``results.json`` of :func:`deepstrain_jax.analysis.pipeline.analyze` on a real ACDC case, with its ED and
+    ES and ACDC's base -> apex slice order (``options``: more :class:`AnalysisOptions` fields)."""
+    from deepstrain_jax.analysis.pipeline import analyze
+
+    return analyze(case.image, networks=networks, spacing_mm=case.spacing_mm, affine=case.affine, name=case.name,
+                   ed=int(case.ed), es=int(case.es), slice_order="base_to_apex", **options).results
+
+
 def evaluate_case(case, networks) -> tuple[dict, dict]:
     """Segment a :class:`~deepstrain_jax.data.acdc_real.RealCase`'s ED and ES and score it (module docstring).
 
@@ -68,7 +92,6 @@ def evaluate_case(case, networks) -> tuple[dict, dict]:
     from deepstrain_jax.analysis.pipeline import segment_stack
     from deepstrain_jax.cardiac import aha as aha_lib
     from deepstrain_jax.data.preprocessing import myocardium_centroid, resample_window
-    from deepstrain_jax.metrics import segmentation as segm
 
     frames = (case.ed, case.es)
     image = case.image[..., list(frames)]
@@ -77,11 +100,7 @@ def evaluate_case(case, networks) -> tuple[dict, dict]:
            "centre_source": seg.centre_source}
     for k, phase in enumerate(("ed", "es")):
         manual, auto = case.labels[frames[k]], seg.native[..., k]
-        d = segm.dice(auto, manual, labels=[c for _, c in CLASSES])
-        sm = segm.surface_metrics(auto, manual, case.spacing_mm, labels=[c for _, c in CLASSES], on_empty="nan")
-        for i, (name, _) in enumerate(CLASSES):
-            row[f"dice_{name}_{phase}"] = float(d[i])
-            row[f"hd95_{name}_{phase}_mm"] = float(sm.hd95_mm[i])
+        row.update(class_scores(auto, manual, case.spacing_mm, suffix=f"_{phase}"))
         row[f"manual_{phase}"] = _volumes(manual, case.spacing_mm)
         row[f"auto_{phase}"] = _volumes(auto, case.spacing_mm)
     for who in ("manual", "auto"):

@@ -34,26 +34,14 @@ import numpy as np
 from absl import app, flags
 
 from deepstrain_jax.analysis.networks import Networks
-from deepstrain_jax.analysis.pipeline import analyze, motion_between
+from deepstrain_jax.analysis.pipeline import motion_between
 from deepstrain_jax.analysis.qc import cycle_closure_mm
 from deepstrain_jax.data import acdc_real
-from deepstrain_jax.labels import HEART, SHORT_NAMES
-from deepstrain_jax.metrics import dice, propagate_labels, surface_metrics
+from deepstrain_jax.metrics import propagate_labels
+from eval.real_data import analyze_case, class_scores
 
-CLASSES = tuple((SHORT_NAMES[c], c) for c in HEART)
 BASELINES = ("demons", "optical_flow")
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _scores(pred, manual, spacing) -> dict:
-    values = [c for _, c in CLASSES]
-    d = dice(pred, manual, labels=values)
-    sm = surface_metrics(pred, manual, spacing, labels=values, on_empty="nan")
-    out = {}
-    for i, (name, _) in enumerate(CLASSES):
-        out[f"dice_{name}"] = float(d[i])
-        out[f"hd95_{name}_mm"] = float(sm.hd95_mm[i])
-    return out
 
 
 def _estimator(method: str, networks: Networks | None):
@@ -76,8 +64,8 @@ def propagation_case(case, method: str, networks: Networks | None = None) -> dic
     u_b = np.asarray(estimate(es, ed, case.spacing_mm), np.float32)
     seconds = time.perf_counter() - t0
     row = {"patient": case.name, "group": case.group, "method": method, "seconds": seconds / 2}
-    row.update({f"es2ed_{k}": v for k, v in _scores(propagate_labels(lab_es, u_f), lab_ed, case.spacing_mm).items()})
-    row.update({f"ed2es_{k}": v for k, v in _scores(propagate_labels(lab_ed, u_b), lab_es, case.spacing_mm).items()})
+    row.update({f"es2ed_{k}": v for k, v in class_scores(propagate_labels(lab_es, u_f), lab_ed, case.spacing_mm).items()})
+    row.update({f"ed2es_{k}": v for k, v in class_scores(propagate_labels(lab_ed, u_b), lab_es, case.spacing_mm).items()})
     closure = cycle_closure_mm(u_f, u_b, case.spacing_mm, lab_ed == 2)
     row["closure_mean_mm"], row["closure_p95_mm"] = closure["mean"], closure["p95"]
     return row
@@ -85,8 +73,7 @@ def propagation_case(case, method: str, networks: Networks | None = None) -> dic
 
 def analysis_case(case, networks: Networks, label: str) -> dict:
     """QC and global ES strain of ``deepstrain analyze`` on one real cine with one set of networks."""
-    r = analyze(case.image, networks=networks, spacing_mm=case.spacing_mm, affine=case.affine, name=case.name,
-                ed=int(case.ed), es=int(case.es), slice_order="base_to_apex").results
+    r = analyze_case(case, networks)
     g = r["strain"]["indices"]
     row = {"patient": case.name, "group": case.group, "model": label,
            "folded_fraction": r["qc"]["folded_fraction"],

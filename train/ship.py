@@ -106,12 +106,9 @@ def _shipped_init(config: dict) -> dict | None:
 def _stage1(config: dict) -> Path | None:
     """The training work directory a run was warm-started from (``train.init_from`` naming ``WORKDIR/model``
     of a run with its ``config.json``), or None (no warm start, or from a shipped model)."""
-    init = config["train"].get("init_from", "")
-    if not init:
+    model = _init_folder(config)
+    if model is None:
         return None
-    model = Path(init)
-    if not model.is_absolute() and not model.exists():
-        model = Path(__file__).resolve().parents[1] / model
     if model.name == "model" and (model.parent / "config.json").is_file():
         return model.parent
     return None
@@ -141,9 +138,9 @@ def main(argv):
     init = _init_folder(config)
     if not chain and init is not None and (init / "provenance.json").is_file():
         # Warm-started from a shipped model folder (replaced below): its history ships as stage1_*.
-        for f, name in (("config.json", "config.json"), ("metrics.jsonl", "metrics.jsonl"), ("train.log", "train.log")):
+        for f in ("config.json", "metrics.jsonl", "train.log"):
             if (init / f).is_file():
-                shutil.copy2(init / f, tmp / f"stage1_{name}")
+                shutil.copy2(init / f, tmp / f"stage1_{f}")
     for k, stage in enumerate(reversed(chain), start=1):
         for f in ("config.json", "metrics.jsonl"):
             shutil.copy2(stage / f, tmp / f"stage{k}_{f}")

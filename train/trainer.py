@@ -112,7 +112,7 @@ def make_mixture_pools(config, cfg, val_cfg, cache):
         from train.pseudo_labels import CarsonLabeller
 
         spec = d.real.pseudo_labels
-        labeller = CarsonLabeller(None, None) if spec == "shipped" else CarsonLabeller(spec, None)
+        labeller = CarsonLabeller(carson=None if spec == "shipped" else spec)
     if d.real.repeat > 0:
         members.append(pools.RealAcdcPool(refs, held_out=tuple(d.real.held_out), cfg=cfg, jitter_seed=config.seed,
                                           cache_dir=cache, cache_mb=d.cache_mb, labeller=labeller))
