@@ -23,20 +23,17 @@ from absl import logging
 from tqdm import tqdm
 
 QUIET, DEFAULT, VERBOSE = -1, 0, 1
-_state = {"verbosity": DEFAULT, "bars": 0, "configured": False}
+_state = {"verbosity": DEFAULT, "configured": False}
 
 
 class _BarSafeHandler(std_logging.StreamHandler):
-    """Plain ``message`` lines on stderr; through ``tqdm.write`` while a bar is open, so the bar stays whole."""
+    """Plain ``message`` lines on stderr, through ``tqdm.write``: above any open bar, so the bar stays whole (with
+    no bar open it is a plain write)."""
 
     def emit(self, record):
         try:
-            msg = self.format(record)
-            if _state["bars"]:
-                tqdm.write(msg, file=sys.stderr)
-            else:
-                sys.stderr.write(msg + "\n")
-                sys.stderr.flush()
+            tqdm.write(self.format(record), file=sys.stderr)
+            sys.stderr.flush()
         except Exception:  # noqa: BLE001 - logging must never raise
             self.handleError(record)
 
@@ -98,13 +95,11 @@ def debug(msg: str, *args) -> None:
 
 
 class _Bar:
-    """A tqdm bar that tells :class:`_BarSafeHandler` it is open (context manager or ``close()``)."""
+    """A tqdm bar that counts its updates even when it is disabled (a disabled tqdm bar does not)."""
 
     def __init__(self, bar):
         self.bar = bar
-        self.n = bar.n  # counted here too: a disabled tqdm bar does not count
-        _state["bars"] += 1
-        self._open = True
+        self.n = bar.n
 
     def __getattr__(self, name):
         return getattr(self.bar, name)
@@ -117,13 +112,10 @@ class _Bar:
         try:
             yield from self.bar
         finally:
-            self.close()
+            self.bar.close()
 
     def close(self) -> None:
-        if self._open:
-            self._open = False
-            _state["bars"] -= 1
-            self.bar.close()
+        self.bar.close()
 
     def __enter__(self):
         return self
