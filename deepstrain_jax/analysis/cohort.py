@@ -28,14 +28,15 @@ from deepstrain_jax.errors import InputError, check_type
 from deepstrain_jax.io.atomic import claim, remove_stale, write_bytes, write_text
 from deepstrain_jax.report import plots
 
+# Global strain columns: gcs / grs / gls; the directions of deepstrain_jax.analysis.results.EXPERIMENTAL (not
+# validated) say so in their names.
+_GLOBAL = (("gcs", "circumferential"), ("grs", "radial"), ("gls", "longitudinal"))
+_SUFFIX = {short: "_experimental" if d in EXPERIMENTAL else "" for short, d in _GLOBAL}
 COLUMNS = ("subject", "status", "error", "group", "n_frames", "ed", "es", "lv_edv_ml", "lv_esv_ml", "lv_ef_pct",
-           "lv_mass_g", "rv_edv_ml", "rv_esv_ml", "rv_ef_pct", "gcs_ess_pct", "grs_ess_pct_experimental",
-           "gls_ess_pct_experimental", "gcs_srs_per_s", "gcs_sre_per_s", "grs_srs_per_s_experimental",
-           "grs_sre_per_s_experimental", "gls_srs_per_s_experimental", "gls_sre_per_s_experimental",
+           "lv_mass_g", "rv_edv_ml", "rv_esv_ml", "rv_ef_pct",
+           *(f"{short}_ess_pct{_SUFFIX[short]}" for short, _ in _GLOBAL),
+           *(f"{short}_{key}{_SUFFIX[short]}" for short, _ in _GLOBAL for key in ("srs_per_s", "sre_per_s")),
            "folded_fraction", "n_warnings", "seconds")
-# Radial and longitudinal strain are not validated (deepstrain_jax.analysis.results.EXPERIMENTAL): their columns
-# say so in their names.
-_SUFFIX = {"gcs": "", "grs": "_experimental", "gls": "_experimental"}
 
 
 @dataclasses.dataclass
@@ -58,7 +59,7 @@ class CohortRow:
                        n_warnings=len(r["qc"]["warnings"]),
                        **{k: v[k] for k in ("lv_edv_ml", "lv_esv_ml", "lv_ef_pct", "lv_mass_g", "rv_edv_ml",
                                             "rv_esv_ml", "rv_ef_pct")})
-            for short, d in (("gcs", "circumferential"), ("grs", "radial"), ("gls", "longitudinal")):
+            for short, d in _GLOBAL:
                 for key in ("ess_pct", "srs_per_s", "sre_per_s"):
                     row[f"{short}_{key}{_SUFFIX[short]}"] = ind[d][key]
         return [row.get(c) for c in COLUMNS]

@@ -184,6 +184,11 @@ def _volumes_section(results: dict) -> str:
     return "<h2>Volumes</h2>\n" + _table(["", "EDV (mL)", "ESV (mL)", "SV (mL)", "EF (%)", "mass (g)"], rows)
 
 
+def _experimental(results: dict) -> set:
+    """The strain directions ``results.json`` marks experimental (``strain.experimental.directions``)."""
+    return set(_dict(_dict(results, "strain"), "experimental").get("directions") or ())
+
+
 def _strain_section(results: dict) -> str:
     strain = _dict(results, "strain")
     indices = _dict(strain, "indices")
@@ -191,7 +196,7 @@ def _strain_section(results: dict) -> str:
     columns = (("ess_pct", 1), ("peak_pct", 1), ("time_to_peak_s", 3), ("srs_per_s", 2), ("time_srs_s", 3),
                ("sre_per_s", 2), ("time_sre_s", 3))
     experimental = _dict(strain, "experimental")
-    marked = set(experimental.get("directions") or ())
+    marked = _experimental(results)
     rows = []
     for name in names:
         idx = _dict(indices, name)
@@ -223,7 +228,7 @@ def _aha_section(results: dict) -> str:
     for i in range(n):
         rows.append([str(i + 1), AHA_SEGMENT_NAMES[i], _fmt(_item(aha.get("voxels"), i))]
                     + [_fmt(_item(ess.get(d), i), 1) for d in DIRECTIONS])
-    marked = set((_dict(_dict(results, "strain"), "experimental").get("directions")) or ())
+    marked = _experimental(results)
     header = ["segment", "name", "voxels"] + [f"{d} ESS (%)" + (" (experimental)" if d in marked else "")
                                               for d in DIRECTIONS]
     return "<h2>AHA segments</h2>\n" + _table(header, rows, numeric_from=2)
