@@ -179,7 +179,8 @@ def test_two_runs_give_identical_outputs(analysed, phantom, networks, tmp_path):
     assert json.dumps(again.results) == json.dumps(result.results)
     np.testing.assert_array_equal(again.segmentation, result.segmentation)
     np.testing.assert_array_equal(again.displacement_mm, result.displacement_mm)
-    for name in ("results.json", "curves.csv", "aha_segments.csv", "polar_map.png", "curves.png", "report.html"):
+    for name in ("results.json", "curves.csv", "aha_segments.csv", "polar_map.png", "curves.png", "report.html",
+                 "segmentation.nii.gz", "displacement.nii.gz", "strain_radial.nii.gz"):
         assert (tmp_path / "again" / name).read_bytes() == (out / name).read_bytes(), name
     # run.json is the one file that records the run itself (its start time and duration).
     assert json.loads((tmp_path / "again" / "run.json").read_text())["started_utc"]

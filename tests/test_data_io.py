@@ -246,12 +246,13 @@ def test_acdc_writer_rejects_inconsistent_arguments(tmp_path):
 
 
 def test_frame_writer_writes_what_save_nifti_writes_and_nothing_when_incomplete(tmp_path):
-    """The streaming writer against nibabel's own save of the whole array (decompressed bytes: the gzip header
-    holds the file name), for a 4D map and a 5D displacement field, and its refusals."""
+    """The streaming writer and save_nifti against nibabel's own save of the whole array (decompressed with the
+    standard library's gzip: nibabel's gzip header holds the file name and time), for a 4D map and a 5D
+    displacement field, and its refusals. Our gzip files hold neither, so the same voxels give the same bytes."""
     import gzip
 
     from deepstrain_jax.analysis.outputs import NIFTI_INTENT_DISPVECT
-    from deepstrain_jax.data.nifti import FrameWriter, save_nifti
+    from deepstrain_jax.data.nifti import FrameWriter, save_nifti, to_nifti_image
 
     rng = np.random.default_rng(0)
     affine = np.diag([1.25, 1.25, 8.0, 1.0])
@@ -261,7 +262,14 @@ def test_frame_writer_writes_what_save_nifti_writes_and_nothing_when_incomplete(
     with FrameWriter(tmp_path / "b.nii.gz", x.shape, np.float32, affine, 0.03) as w:
         for t in range(3):
             w.write(x[..., t])
-    assert gzip.open(tmp_path / "a.nii.gz").read() == gzip.open(tmp_path / "b.nii.gz").read()
+    nib.save(to_nifti_image(x, affine, 0.03), tmp_path / "nibabel.nii.gz")
+    assert gzip.open(tmp_path / "a.nii.gz").read() == gzip.open(tmp_path / "nibabel.nii.gz").read()
+    assert gzip.open(tmp_path / "b.nii.gz").read() == gzip.open(tmp_path / "nibabel.nii.gz").read()
+    assert (tmp_path / "a.nii.gz").read_bytes() == (tmp_path / "b.nii.gz").read_bytes()  # no name, no time
+    save_nifti(tmp_path / "plain.nii", x, affine, 0.03)
+    assert (tmp_path / "plain.nii").read_bytes() == gzip.open(tmp_path / "nibabel.nii.gz").read()
+    (tmp_path / "nibabel.nii.gz").unlink()
+    (tmp_path / "plain.nii").unlink()
 
     u = rng.normal(size=(7, 5, 4, 3, 3)).astype(np.float32)
     img = nib.Nifti1Image(u, affine)

@@ -141,7 +141,7 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> str:
     except OSError:
         return ""
     jax.config.update("jax_compilation_cache_dir", os.fspath(folder))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     return os.fspath(folder)
 
 

@@ -26,13 +26,14 @@ non-positive zooms) raises :class:`deepstrain_jax.errors.InputError` naming the 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from nibabel.openers import Opener
+from isal import igzip
 
 from deepstrain_jax.errors import InputError
 from deepstrain_jax.io.atomic import atomic_path
@@ -219,11 +220,31 @@ def _set_geometry(img, dtype, shape, affine, frame_interval_s) -> None:
     header["scl_inter"] = 0.0
 
 
+GZIP_LEVEL = 1  # ISA-L's fastest full level: the ratio of zlib level 1 (nibabel's default) at ~20x its speed
+
+
+@contextlib.contextmanager
+def open_for_writing(path: str | os.PathLike):
+    """A binary file object writing ``path``: gzip-compressed when it ends with ``.gz``, else plain.
+
+    Compression is ISA-L's (:mod:`isal.igzip`, level :data:`GZIP_LEVEL`): standard gzip that every reader
+    (nibabel, ITK, FSL, ``gunzip``) opens, written about 20x faster than with :mod:`zlib` at the same size on
+    float maps. The gzip header holds no file name and no time stamp, so that the same voxels give the same bytes.
+    """
+    with open(path, "wb") as raw:
+        if os.fspath(path).endswith(".gz"):
+            with igzip.IGzipFile(filename="", mode="wb", compresslevel=GZIP_LEVEL, fileobj=raw, mtime=0) as f:
+                yield f
+        else:
+            yield raw
+
+
 def save_nifti(path: str | os.PathLike, array, affine, frame_interval_s: float | None = None) -> None:
-    """Write ``array`` to ``path`` (``.nii`` or ``.nii.gz``) atomically; see :func:`to_nifti_image`."""
+    """Write ``array`` to ``path`` (``.nii`` or ``.nii.gz``, :func:`open_for_writing`) atomically; see
+    :func:`to_nifti_image`."""
     img = to_nifti_image(array, affine, frame_interval_s)
-    with atomic_path(path) as tmp:
-        nib.save(img, os.fspath(tmp))
+    with atomic_path(path) as tmp, open_for_writing(tmp) as f:
+        f.write(img.to_bytes())
 
 
 class FrameWriter:
@@ -232,7 +253,7 @@ class FrameWriter:
     NIfTI stores voxels in Fortran order, so the blocks of an ``(X, Y, Z, T)`` image are its frames in turn and
     those of an ``(X, Y, Z, T, C)`` image its frames of component 0, then of component 1, ... Give
     :meth:`write` exactly that many ``(X, Y, Z)`` blocks in that order. The file (``.nii`` or ``.nii.gz``,
-    nibabel's header and gzip settings, the same header as :func:`to_nifti_image`) is written to a temporary
+    :func:`open_for_writing`'s compression, the same header as :func:`to_nifti_image`) is written to a temporary
     name and renamed into place on a clean exit with every block written; otherwise it is removed.
 
     Args:
@@ -265,7 +286,8 @@ class FrameWriter:
     def __enter__(self) -> "FrameWriter":
         self._atomic = atomic_path(self.path)
         tmp = self._atomic.__enter__()
-        self._file = Opener(os.fspath(tmp), "wb")
+        self._opened = open_for_writing(tmp)
+        self._file = self._opened.__enter__()
         self.header.write_to(self._file)
         return self
 
@@ -286,7 +308,7 @@ class FrameWriter:
         self.written += 1
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        self._file.close()
+        self._opened.__exit__(None, None, None)
         if exc_type is None and self.written != self.n_blocks:
             err = ValueError(f"{self.path.name}: {self.written} of {self.n_blocks} blocks written")
             self._atomic.__exit__(ValueError, err, None)  # removes the temporary file
