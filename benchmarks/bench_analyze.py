@@ -21,7 +21,10 @@ What is timed (one process, one phantom subject rendered first and written in th
    original implementation on this machine (the issue's anchor: about 0.94 s per CarMEN pair and 64 ms per
    CarSON slice, about 50 s for a 25-frame cycle, on this machine class).
 
-Printed: each path's wall time, its network share, and the ratio legacy path / tf-keras networks alone.
+Printed: each path's wall time, its network share, the per-stage breakdown of the last warm shipped run (from its
+``run.json``: reading, frames, segmentation, volumes, motion, strain, results, writing (figures and tables while
+a worker thread writes the NIfTI maps);
+the networks' own seconds; outside / inside the networks), and the ratio legacy path / tf-keras networks alone.
 """
 
 from __future__ import annotations
@@ -93,6 +96,24 @@ def _shadowed(network, shadows: dict, clock: dict):
     return dataclasses.replace(network, apply=apply)
 
 
+def _print_stages(run_json: Path) -> None:
+    """The per-stage breakdown of one warm run (``run.json``): each stage, the networks, and the rest."""
+    import json
+
+    run = json.loads(run_json.read_text())
+    stages, nets = run["stages_s"], run["networks_s"]
+    total, net = sum(stages.values()), sum(nets.values())
+    print(f"  stages of the last warm run ({total:.2f} s in all; networks inside segmentation and motion):")
+    for name, sec in stages.items():
+        inside = {"segmentation": nets.get("vcn", 0.0) + nets.get("carson", 0.0), "motion": nets.get("carmen", 0.0)}
+        extra = f" (networks {inside[name]:.2f} s)" if name in inside else ""
+        print(f"    {name:<14} {sec:6.2f} s{extra}")
+    print(f"    (write = {', '.join(f'{k} {v:.2f} s' for k, v in run['write_parts_s'].items())}, overlapping: "
+          "the NIfTI maps in a worker thread)")
+    print(f"  networks {net:.2f} s ({', '.join(f'{k} {v:.2f} s' for k, v in nets.items())}); outside the networks "
+          f"{total - net:.2f} s; outside / inside = {(total - net) / net:.2f}", flush=True)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=25)
@@ -124,6 +145,7 @@ def main(argv=None) -> int:
             print(f"  shipped path run {k + 1}: {runs[-1]:.1f} s{' (includes compilation)' if k == 0 else ''}",
                   flush=True)
         warm = statistics.median(runs[1:]) if args.repeats else runs[0]
+        _print_stages(tmp / f"out{len(runs) - 1}" / "run.json")
         clock = defaultdict(float)
         timed = Networks(carson=_shadowed(nets.carson, {}, clock), carmen=_shadowed(nets.carmen, {}, clock),
                          vcn=_shadowed(nets.vcn, {}, clock), pair_batch=nets.pair_batch)

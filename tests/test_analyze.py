@@ -142,8 +142,21 @@ def test_provenance_in_results_and_run_json(analysed):
     for name in ("vcn", "carson", "carmen"):
         assert len(d["models"][name]["sha256"]) == 64 and d["models"][name]["name"]
     run = json.loads((out / "run.json").read_text())
-    assert set(run) == {"command", "started_utc", "seconds"} and run["seconds"] > 0
+    assert set(run) == {"command", "started_utc", "seconds", "stages_s", "networks_s", "write_parts_s"}
+    assert run["seconds"] > 0
     assert run["started_utc"].endswith("+00:00")
+    stages = run["stages_s"]
+    analysis = ["read", "frames", "segmentation", "volumes", "motion", "strain", "results"]
+    assert list(stages) == analysis + ["write"]
+    # Figures and tables are drawn while a worker thread writes the NIfTI maps: the parts overlap.
+    parts = run["write_parts_s"]
+    assert set(parts) == {"figures", "tables", "nifti"} and parts["figures"] + parts["tables"] <= stages["write"]
+    assert all(v >= 0 for v in stages.values())
+    assert sum(stages[k] for k in analysis) <= run["seconds"] + 1e-3 * len(analysis)
+    # The networks run inside the segmentation (VCN, CarSON) and motion (CarMEN) stages.
+    nets = run["networks_s"]
+    assert set(nets) == {"vcn", "carson", "carmen"} and all(v > 0 for v in nets.values())
+    assert nets["vcn"] + nets["carson"] <= stages["segmentation"] and nets["carmen"] <= stages["motion"]
 
 
 def test_values_against_the_phantom_truth(analysed, phantom, case):

@@ -16,10 +16,13 @@ the CLI's persistent compilation cache (:func:`enable_compilation_cache`) carrie
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
 import functools
 import json
 import os
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -167,12 +170,16 @@ class Networks:
     Attributes:
       vcn, carson, carmen: :class:`Network` (``vcn`` may be ``None``: centre on the field of view instead).
       pair_batch: CarMEN pairs per call (the last call is padded to this size).
+      seconds: wall seconds spent in each network so far (``{"vcn", "carson", "carmen"}``, results on the host
+        included), summed over this object's calls: the pipeline reports its share (``run.json``).
     """
 
     carson: Network
     carmen: Network
     vcn: Network | None = None
     pair_batch: int = 2
+    seconds: collections.Counter = dataclasses.field(default_factory=collections.Counter, repr=False,
+                                                     compare=False)
 
     @classmethod
     def load(cls, vcn=None, carson=None, carmen=None, *, use_vcn: bool = True, pair_batch: int = 2) -> "Networks":
@@ -197,15 +204,26 @@ class Networks:
     def describe(self) -> dict:
         return {k: (None if getattr(self, k) is None else getattr(self, k).describe()) for k in NAMES}
 
+    @contextlib.contextmanager
+    def _timed(self, name: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - t0
+
     def vcn_heatmaps(self, slices) -> np.ndarray:
         """VCN heat-maps ``(Z, M, M, 1)`` of one stack's VCN view ``(M, M, Z)`` (already z-scored per slice)."""
         x = np.moveaxis(np.asarray(slices, np.float32), -1, 0)[..., None]
-        return np.asarray(self.vcn.apply(self.vcn.variables, x))
+        with self._timed("vcn"):
+            return np.asarray(self.vcn.apply(self.vcn.variables, x))
 
     def segment_frame(self, volume) -> np.ndarray:
         """CarSON class probabilities ``(N, N, Z, 4)`` of one frame ``(N, N, Z)``, each slice z-scored."""
         x = zscore(np.moveaxis(np.asarray(volume), -1, 0)[..., None], (1, 2, 3))
-        return np.moveaxis(np.asarray(self.carson.apply(self.carson.variables, x)), 0, 2)
+        with self._timed("carson"):
+            probs = np.asarray(self.carson.apply(self.carson.variables, x))
+        return np.moveaxis(probs, 0, 2)
 
     def motion(self, fixed, moving_frames) -> np.ndarray:
         """CarMEN displacement ``(K, N, N, Z, 3)`` (network voxels) from ``fixed (N, N, Z)`` to each moving frame.
@@ -224,6 +242,7 @@ class Networks:
             chunk = [np.stack([fixed, zscore(moving[i], (0, 1, 2))], axis=-1) for i in range(start, min(start + b, k))]
             n_real = len(chunk)
             chunk += [chunk[-1]] * (b - n_real)  # fixed batch shape: one compilation
-            u = np.asarray(self.carmen.apply(self.carmen.variables, np.stack(chunk)))
+            with self._timed("carmen"):
+                u = np.asarray(self.carmen.apply(self.carmen.variables, np.stack(chunk)))
             out.append(u[:n_real])
         return np.concatenate(out, axis=0) if out else np.zeros((0, *fixed.shape, 3), np.float32)

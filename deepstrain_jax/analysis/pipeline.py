@@ -95,7 +95,10 @@ class AnalysisResult:
         memory does not grow with frames x image size.
       grid: :class:`NetworkGrid`.
       run: how this result was made: ``command`` (the process's command line), ``started_utc`` (ISO 8601),
-        ``seconds`` (reading to results, before writing); written as ``run.json`` beside ``results.json``.
+        ``seconds`` (reading to results, before writing), ``stages_s`` (wall seconds per stage, in order; the
+        writing of the output folder adds ``write``, and ``write_parts_s`` its overlapping parts ``figures``,
+        ``tables`` and ``nifti``, the last in a worker thread) and ``networks_s`` (wall seconds in each
+        network); written as ``run.json`` beside ``results.json``.
 
     ``displacement_mm`` and ``strain`` (below) build the whole arrays on first use.
     """
@@ -184,47 +187,76 @@ def analyze(source, out: str | os.PathLike | None = None, *, networks: Networks 
         return _analyze(source, out, networks, options, overwrite)
 
 
+class _StageClock:
+    """Wall seconds per named stage (``with clock("name"): ...``), rounded to the millisecond."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - t0, 3)
+
+
 def _analyze(source, out, networks: Networks | None, options: AnalysisOptions, overwrite: bool) -> AnalysisResult:
     """:func:`analyze` after its argument checks, with the claim on ``out`` held: the stages of
-    :mod:`deepstrain_jax.analysis.stages` in order, then the native-grid maps and ``results.json``."""
+    :mod:`deepstrain_jax.analysis.stages` in order, then the native-grid maps and ``results.json``.
+
+    ``run.json`` records the wall seconds of each stage (``stages_s``; the writing of the folder's files in
+    ``write_*``) and of each network (``networks_s``, counted by :attr:`Networks.seconds`)."""
     started, t0 = datetime.datetime.now(datetime.timezone.utc), time.perf_counter()
+    clock = _StageClock()
     if out is not None:
         check_output_folder(out, overwrite=overwrite)
     checked_crop = networks.grid[0] if networks is not None else DEFAULT_CROP
-    cine0, cine, slice_axis = read_checked(source, crop_mm=checked_crop * options.inplane_mm)
+    with clock("read"):
+        cine0, cine, slice_axis = read_checked(source, crop_mm=checked_crop * options.inplane_mm)
     if networks is None:  # loaded after the input passed its checks: bad input fails fast
-        networks = Networks.load(use_vcn=options.use_vcn)
+        with clock("load_networks"):
+            networks = Networks.load(use_vcn=options.use_vcn)
     if networks.grid[0] != checked_crop:  # the field-of-view check depends on the crop
         inp.check_cine(cine, crop_mm=networks.grid[0] * options.inplane_mm)
+    net_before = dict(getattr(networks, "seconds", {}))
 
-    frames = stages.frames_stage(cine0, cine, slice_axis, options)
-    seg = stages.segmentation_stage(frames, networks, options)
-    vols = stages.volumes_stage(frames, seg, options)
-    motion = stages.motion_stage(frames, seg, vols, networks)
-    strain = stages.strain_stage(frames, seg, motion, options)
+    with clock("frames"):
+        frames = stages.frames_stage(cine0, cine, slice_axis, options)
+    with clock("segmentation"):
+        seg = stages.segmentation_stage(frames, networks, options)
+    with clock("volumes"):
+        vols = stages.volumes_stage(frames, seg, options)
+    with clock("motion"):
+        motion = stages.motion_stage(frames, seg, vols, networks)
+    with clock("strain"):
+        strain = stages.strain_stage(frames, seg, motion, options)
 
-    # Voxel outputs back on the native grid, in the input file's axis order: the segmentation now, the
-    # displacement and strain maps frame by frame when they are read or written (NativeMaps).
-    ed, stack = frames.ed, seg.stack
-    inverse = tuple(int(np.argsort(inp.slice_last_order(slice_axis))[k]) for k in range(3))
-    c = strain.strain.components
-    comps = np.stack([np.asarray(c.rr), np.asarray(c.cc), np.asarray(c.ll)], axis=-1)  # (T, N, N, Z, 3)
-    native = grids.NativeMaps(motion.u_mm, comps, motion.myo, stack.native[..., ed] == LV_MYOCARDIUM,
-                              stack.resampling, stack.crop, seg.reverse,
-                              cine.affine[:3, :3] / cine.spacing_mm[None, :], inverse)
-    grid = NetworkGrid(image=seg.raw, segmentation=seg.labels, u_vox=motion.u_vox, spacing_mm=motion.spacing,
-                       affine=strain.affine, strain=strain.strain, aha=strain.segments, det_f=motion.det_f,
-                       resampling=stack.resampling, crop=stack.crop, slices_reversed=seg.reverse)
-    warnings = [*frames.warnings, *seg.warnings, *vols.warnings, *strain.warnings]
-    results = res.build_results(
-        cine=cine0, networks=networks, options=options, grid=grid, volumes=vols.indices, ed=ed, es=vols.es,
-        ed_source=frames.ed_source, es_source=vols.es_source, dt=frames.dt, dt_source=frames.dt_source,
-        slice_axis=slice_axis, slice_order=seg.order, slice_order_source=seg.order_source,
-        slice_order_slope=seg.slope, centre=stack.centre_vox, centre_source=stack.centre_source,
-        folding=motion.folding, closure=motion.closure, legacy=strain.legacy, warnings=warnings,
-        frame_interval_note=frames.dt_note, coverage=vols.coverage)
+    with clock("results"):
+        # Voxel outputs back on the native grid, in the input file's axis order: the segmentation now, the
+        # displacement and strain maps frame by frame when they are read or written (NativeMaps).
+        ed, stack = frames.ed, seg.stack
+        inverse = tuple(int(np.argsort(inp.slice_last_order(slice_axis))[k]) for k in range(3))
+        c = strain.strain.components
+        comps = np.stack([np.asarray(c.rr), np.asarray(c.cc), np.asarray(c.ll)], axis=-1)  # (T, N, N, Z, 3)
+        native = grids.NativeMaps(motion.u_mm, comps, motion.myo, stack.native[..., ed] == LV_MYOCARDIUM,
+                                  stack.resampling, stack.crop, seg.reverse,
+                                  cine.affine[:3, :3] / cine.spacing_mm[None, :], inverse)
+        grid = NetworkGrid(image=seg.raw, segmentation=seg.labels, u_vox=motion.u_vox, spacing_mm=motion.spacing,
+                           affine=strain.affine, strain=strain.strain, aha=strain.segments, det_f=motion.det_f,
+                           resampling=stack.resampling, crop=stack.crop, slices_reversed=seg.reverse)
+        warnings = [*frames.warnings, *seg.warnings, *vols.warnings, *strain.warnings]
+        results = res.build_results(
+            cine=cine0, networks=networks, options=options, grid=grid, volumes=vols.indices, ed=ed, es=vols.es,
+            ed_source=frames.ed_source, es_source=vols.es_source, dt=frames.dt, dt_source=frames.dt_source,
+            slice_axis=slice_axis, slice_order=seg.order, slice_order_source=seg.order_source,
+            slice_order_slope=seg.slope, centre=stack.centre_vox, centre_source=stack.centre_source,
+            folding=motion.folding, closure=motion.closure, legacy=strain.legacy, warnings=warnings,
+            frame_interval_note=frames.dt_note, coverage=vols.coverage)
+    net_seconds = {k: round(v - net_before.get(k, 0.0), 3) for k, v in getattr(networks, "seconds", {}).items()}
     run = {"command": shlex.join(sys.argv), "started_utc": started.isoformat(timespec="seconds"),
-           "seconds": round(time.perf_counter() - t0, 3)}
+           "seconds": round(time.perf_counter() - t0, 3), "stages_s": clock.seconds, "networks_s": net_seconds}
     result = AnalysisResult(name=cine0.name, results=results, affine=cine0.affine, frame_interval_s=frames.dt,
                             segmentation=np.transpose(stack.native, inverse + (3,)), native=native, grid=grid,
                             run=run)

@@ -31,7 +31,7 @@ def slice_rotation_deg(u_mm, myocardium, spacing_mm, direction, *, base_first: b
         (the affine's columns normalised), whose determinant's sign is the frame's handedness.
       base_first: slice 0 is basal.
     """
-    u = np.asarray(u_mm, np.float64)
+    u = np.asarray(u_mm)  # only the myocardial voxels are converted to float64, below
     myo = np.asarray(myocardium, bool)
     s = np.asarray(spacing_mm, np.float64)
     handed = float(np.sign(np.linalg.det(np.asarray(direction, np.float64))))
@@ -41,13 +41,12 @@ def slice_rotation_deg(u_mm, myocardium, spacing_mm, direction, *, base_first: b
         ii, jj = np.nonzero(myo[:, :, k])
         if ii.size < min_voxels:
             continue
-        p = np.stack([ii * s[0], jj * s[1]], axis=-1)
+        p = np.stack([ii * s[0], jj * s[1]], axis=-1)                   # (n, 2)
         r0 = p - p.mean(axis=0)
-        for t in range(u.shape[0]):
-            q = p + u[t, ii, jj, k, :2]
-            r1 = q - q.mean(axis=0)
-            angle = np.arctan2(r0[:, 0] * r1[:, 1] - r0[:, 1] * r1[:, 0], (r0 * r1).sum(axis=1))
-            out[t, k] = sense * np.degrees(angle.mean())
+        q = p + u[:, ii, jj, k, :2].astype(np.float64)                   # (T, n, 2): every frame at once
+        r1 = q - q.mean(axis=1, keepdims=True)
+        angle = np.arctan2(r0[:, 0] * r1[..., 1] - r0[:, 1] * r1[..., 0], (r0 * r1).sum(axis=-1))
+        out[:, k] = sense * np.degrees(angle.mean(axis=1))
     return out
 
 

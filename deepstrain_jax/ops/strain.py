@@ -233,13 +233,16 @@ class CardiacStrain(NamedTuple):
 
 
 @partial(jax.jit, static_argnames="method")
-def _frame_components(u_mm, spacing_mm, basis, method):
+def _frame_components(u_mm, spacing_mm, basis, weights, method):
+    """Per frame: the projected components and their means over ``weights`` (the ED myocardium, 0/1), one
+    compiled program (the means as :func:`global_strain` computes them)."""
     def one_frame(u):
         if method == "fd":
             E = green_lagrange(u, spacing_mm)
         else:
             E = green_lagrange_from_gradient(displacement_gradient_autodiff(u, spacing_mm))
-        return project_strain(E, basis)
+        c = project_strain(E, basis)
+        return c, StrainComponents(*(jnp.sum(x * weights) / jnp.sum(weights) for x in c))
 
     # One frame at a time keeps only one (X, Y, Z, 3, 3) tensor field alive.
     return jax.lax.map(one_frame, u_mm)
@@ -281,6 +284,5 @@ def cardiac_strain(u_mm, labels_ed, spacing_mm, *, base_first: bool = True, meth
     line = lv_centre_line(labels, np.asarray(spacing_mm, dtype=np.float64), base_first=base_first,
                           cavity_label=cavity_label, myo_label=myo_label)
     basis = cardiac_basis(labels.shape, spacing, line.origin_mm, line.direction, dtype=u.dtype)
-    components = _frame_components(u, spacing, basis, method)
-    global_mean = StrainComponents(*(global_strain(c, myocardium) for c in components))
+    components, global_mean = _frame_components(u, spacing, basis, jnp.asarray(myocardium, u.dtype), method)
     return CardiacStrain(components, global_mean, line)
