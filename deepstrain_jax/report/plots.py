@@ -190,31 +190,63 @@ def qc_montage_png(image, labels, *, ed: int, es: int, aha=None, insertions=None
       PNG bytes (deterministic).
     """
     image, labels = np.asarray(image), np.asarray(labels)
-    z = image.shape[3]
+    _, n, m, z = image.shape
     panels = z + (1 if aha is not None and np.any(aha) else 0)
     rows = int(np.ceil(panels / columns))
-    fig = new_figure(columns * 3.2, rows * 1.75 + 0.4)
-    for k in range(panels):
+    # The slice panels are tiles of one mosaic drawn in a single axes (one image, one contour call per label,
+    # ~4x faster than an axes per panel): (ED, ES) pairs, `columns` pairs per row, `g` pixels apart, each tile
+    # windowed by its frame's 1-99.5 percentiles; square pixels, the figure as wide as before.
+    g = max(2, n // 40)
+    shape = (rows * (m + g), 2 * columns * (n + g))  # (y, x), tile rows from the top
+    width = columns * 3.2
+    mosaic_in = shape[0] * width / shape[1]
+    height = mosaic_in + 0.4  # the title
+    fig = new_figure(width, height)
+    gray = np.full(shape, np.nan)
+    masks = {label: np.zeros(shape, np.float32) for label in LABEL_COLOURS}
+    window = {t: np.percentile(image[t], [1, 99.5]) for t in (ed, es)}
+
+    def origin(k, j):
         r, c = divmod(k, columns)
+        return (rows - 1 - r) * (m + g), (2 * c + j) * (n + g)  # origin="lower": the first row on top
+
+    texts = []
+    for k in range(z):
         for j, t in enumerate((ed, es)):
-            ax = fig.add_axes(((c * 2 + j) / (2 * columns) + 0.002, 1 - (r + 1) * (1.75 / (rows * 1.75 + 0.4)),
-                               1 / (2 * columns) - 0.004, 1.6 / (rows * 1.75 + 0.4)))
-            ax.set_axis_off()
-            if k == z:  # the AHA panel
-                if j == 1:
-                    continue
-                _draw_aha_panel(ax, image, labels, aha, ed, insertions)
-                continue
-            slice_img = image[t, :, :, k].T
-            lo, hi = np.percentile(image[t], [1, 99.5])
-            ax.imshow(slice_img, cmap="gray", vmin=lo, vmax=hi, origin="lower", interpolation="nearest")
-            for label, colour in LABEL_COLOURS.items():
-                mask = (labels[t, :, :, k] == label).T
-                if mask.any() and not mask.all():
-                    ax.contour(mask.astype(np.float32), levels=[0.5], colors=colour, linewidths=0.8)
-            ax.text(2, image.shape[2] - 4, f"{'ED' if j == 0 else 'ES'} z{k}", color="white", fontsize=6, va="top")
+            y0, x0 = origin(k, j)
+            lo, hi = window[t]
+            gray[y0:y0 + m, x0:x0 + n] = (image[t, :, :, k].T - lo) / max(hi - lo, 1e-12)
+            for label in LABEL_COLOURS:
+                masks[label][y0:y0 + m, x0:x0 + n] = (labels[t, :, :, k] == label).T
+            texts.append((x0 + 2, y0 + m - 4, f"{'ED' if j == 0 else 'ES'} z{k}"))
+    frac = mosaic_in / height
+    ax = fig.add_axes((0.0, 0.0, 1.0, frac))
+    ax.set_axis_off()
+    ax.imshow(np.clip(gray, 0.0, 1.0), cmap=_gray_with_background(), vmin=0.0, vmax=1.0, origin="lower",
+              interpolation="nearest", extent=(-0.5, shape[1] - 0.5, -0.5, shape[0] - 0.5), aspect="auto")
+    for label, colour in LABEL_COLOURS.items():
+        if masks[label].any():
+            ax.contour(masks[label], levels=[0.5], colors=colour, linewidths=0.8)
+    for x, y, text in texts:
+        ax.text(x, y, text, color="white", fontsize=6, va="top")
+    ax.set_xlim(-0.5, shape[1] - 0.5)
+    ax.set_ylim(-0.5, shape[0] - 0.5)
+    if panels > z:  # the AHA panel in the next tile, its own axes
+        y0, x0 = origin(z, 0)
+        ax_aha = fig.add_axes((x0 / shape[1], y0 / shape[0] * frac, n / shape[1], m / shape[0] * frac))
+        ax_aha.set_axis_off()
+        _draw_aha_panel(ax_aha, image, labels, aha, ed, insertions)
     fig.suptitle(title or "segmentation QC (network grid, base -> apex)", fontsize=10, y=0.995)
     return png_bytes(fig)
+
+
+def _gray_with_background():
+    """Gray colour map whose NaN (the gaps between tiles) is white, like the figure."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps.get_cmap("gray").copy()
+    cmap.set_bad("white")
+    return cmap
 
 
 def _draw_aha_panel(ax, image, labels, aha, ed: int, insertions=None) -> None:
