@@ -293,3 +293,32 @@ def test_training_mode_uses_batch_statistics_and_updates_them(small_carson):
 def test_make_module_is_the_module_build_applies():
     module = make_module({"name": "vcn", "family": "v2", "gf": 2, "depth": 2})
     assert module.out_channels == 1 and module.head_activation is None and not module.per_element_prelu
+
+
+def test_batchnorm_training_gradients_match_the_textbook_formula():
+    """BatchNorm's channel sums are matrix-vector products with custom gradients (models.channels): its output
+    and its gradients with respect to input, scale and bias in training mode against autodiff of the textbook
+    formula written with jnp.mean."""
+    from deepstrain_jax.models.layers import BN_EPSILON, BatchNorm
+
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.standard_normal((3, 6, 5, 4)) * 2.0 + 1.0, jnp.float32)
+    g = jnp.asarray(rng.standard_normal((3, 6, 5, 4)), jnp.float32)
+    bn = BatchNorm()
+    variables = bn.init(jax.random.key(0), x, True)
+    params = {"scale": jnp.asarray([0.5, 1.0, 2.0, -1.0]), "bias": jnp.asarray([0.0, 1.0, -1.0, 0.5])}
+
+    def ours(x, p):
+        y, _ = bn.apply({"params": p, "batch_stats": variables["batch_stats"]}, x, True, mutable=["batch_stats"])
+        return jnp.sum(y * g)
+
+    def textbook(x, p):
+        mean = x.mean((0, 1, 2))
+        var = jnp.square(x - mean).mean((0, 1, 2))
+        return jnp.sum(((x - mean) / jnp.sqrt(var + BN_EPSILON) * p["scale"] + p["bias"]) * g)
+
+    np.testing.assert_allclose(float(jax.jit(ours)(x, params)), float(textbook(x, params)), rtol=1e-5)
+    got = jax.jit(jax.grad(ours, (0, 1)))(x, params)
+    want = jax.grad(textbook, (0, 1))(x, params)
+    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)

@@ -103,3 +103,43 @@ def test_upsample_conv_same_equals_upsample_then_conv(spatial, features, factors
 def test_conv_same_rejects_mismatched_kernel():
     with pytest.raises(ValueError, match="kernel"):
         conv_same(jnp.zeros((1, 4, 4, 2)), jnp.zeros((3, 3, 3, 2, 1)), (1, 1))
+
+
+@pytest.mark.parametrize("features", [3, 12])  # the head's custom gradient, and the parity-kernel path
+def test_upsample_conv_same_gradients_match_a_direct_convolution(features):
+    """The gradients with respect to input and kernel (the head's are a custom transpose) against autodiff of
+    the direct form: nearest upsampling by numpy-style repeat, then XLA's own convolution."""
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.standard_normal((2, 8, 6, 5)), jnp.float32)
+    kernel = jnp.asarray(rng.standard_normal((3, 3, 5, features)), jnp.float32)
+    g = jnp.asarray(rng.standard_normal((2, 16, 12, features)), jnp.float32)
+
+    def direct(x, kernel):
+        up = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+        return jax.lax.conv_general_dilated(up, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    want = jax.vjp(direct, x, kernel)[1](g)
+    got = jax.jit(lambda x, k, g: jax.vjp(lambda a, b: upsample_conv_same(a, b, (2, 2)), x, k)[1](g))(x, kernel, g)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4)
+
+
+def test_channel_sums_and_broadcasts_and_their_gradients():
+    """channel_sum against numpy's float64 sum; the gradients of both helpers against autodiff of the plain
+    jnp.sum / jnp.broadcast_to they replace."""
+    from deepstrain_jax.models.channels import broadcast_channels, channel_sum
+
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.standard_normal((3, 7, 5, 4)), jnp.float32)
+    v = jnp.asarray(rng.standard_normal(4), jnp.float32)
+    np.testing.assert_allclose(np.asarray(channel_sum(x)), np.asarray(x, np.float64).sum((0, 1, 2)), rtol=1e-5,
+                               atol=1e-5)
+
+    def ours(x, v):
+        return jnp.sum(jnp.tanh(broadcast_channels(v, x.shape) * x)) + jnp.sum(jnp.cos(channel_sum(x * x)))
+
+    def plain(x, v):
+        return jnp.sum(jnp.tanh(jnp.broadcast_to(v, x.shape) * x)) + jnp.sum(jnp.cos(jnp.sum(x * x, (0, 1, 2))))
+
+    for a, b in zip(jax.jit(jax.grad(ours, (0, 1)))(x, v), jax.grad(plain, (0, 1))(x, v)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)

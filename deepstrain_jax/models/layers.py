@@ -38,6 +38,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 from jax import lax
 
+from deepstrain_jax.models.channels import broadcast_channels, channel_sum
 from deepstrain_jax.models.conv import conv_same, upsample_conv_same
 
 BN_MOMENTUM = 0.5  # running = momentum * running + (1 - momentum) * batch, as Keras's BatchNormalization(0.5)
@@ -83,7 +84,7 @@ class Conv(nn.Module):
             y = upsample_conv_same(x, kernel, upsample)
         else:
             y = conv_same(x, kernel, strides)
-        return y + bias.astype(self.dtype)
+        return y + broadcast_channels(bias.astype(self.dtype), y.shape)  # bias gradient: a channel_sum
 
 
 class BatchNorm(nn.Module):
@@ -118,13 +119,14 @@ class BatchNorm(nn.Module):
         running_mean = self.variable("batch_stats", "mean", jnp.zeros, (channels,), jnp.float32)
         running_var = self.variable("batch_stats", "var", jnp.ones, (channels,), jnp.float32)
         xf = x.astype(jnp.float32)
+        # Channel sums and broadcasts as matrix-vector products, also in the backward pass (.channels).
+        shape = xf.shape
         if train:
-            axes = tuple(range(x.ndim - 1))
             n = math.prod(x.shape[:-1])
-            mean = xf.mean(axes)
+            mean = channel_sum(xf) / n
             if self.axis_name is not None:
                 mean = lax.pmean(mean, self.axis_name)
-            var = jnp.square(xf - mean).mean(axes)
+            var = channel_sum(jnp.square(xf - broadcast_channels(mean, shape))) / n
             if self.axis_name is not None:
                 var = lax.pmean(var, self.axis_name)
                 n = n * lax.psum(1, self.axis_name)
@@ -134,7 +136,8 @@ class BatchNorm(nn.Module):
                 running_var.value = m * running_var.value + (1.0 - m) * var * (n / jnp.maximum(n - 1, 1))
         else:
             mean, var = running_mean.value, running_var.value
-        y = (xf - mean) * (lax.rsqrt(var + self.epsilon) * scale) + bias
+        y = ((xf - broadcast_channels(mean, shape)) * broadcast_channels(lax.rsqrt(var + self.epsilon) * scale, shape)
+             + broadcast_channels(bias, shape))
         return y.astype(self.dtype)
 
 
