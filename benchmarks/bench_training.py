@@ -11,11 +11,21 @@ first steps are excluded (warm-up).
     python benchmarks/bench_training.py                          # CarMEN batch 2, CarSON batch 16
     python benchmarks/bench_training.py --network carson --batch-carson 80 --repeats 5
     python benchmarks/bench_training.py --gf 16                  # a narrower build of the same topology
+    python benchmarks/bench_training.py --shipped                # + the shipped v2 sizes, against plain ops
+
+``--shipped`` adds the v2 architectures of the shipped models (``model.json``) at their training batches
+(CarSON 16 slices of 96 x 96, the training crop; CarMEN 4 pairs), which have no tf-keras counterpart: their
+reference in the same run is the same network with the plain operations this project replaced for training
+speed (``jnp.sum`` / ``jnp.broadcast_to`` for the channel sums of BatchNorm and the biases instead of
+:mod:`deepstrain_jax.models.channels`, and autodiff of the head's partial-map upsampling convolution instead of
+its custom gradient); the legacy rows print that reference too.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import statistics
 import sys
@@ -34,16 +44,32 @@ from deepstrain_jax.training import step as step_lib
 from deepstrain_jax.xla_flags import use_fast_cpu_convolutions  # noqa: E402
 
 
-def _inputs(name: str, batch: int, rng):
+def _inputs(name: str, batch: int, rng, shape=None):
+    if shape is not None:
+        return rng.standard_normal((batch, *shape), np.float32)
     if name == "carmen":
         return rng.standard_normal((batch, 128, 128, 16, 2), np.float32)
     return rng.standard_normal((batch, 128, 128, 1), np.float32)
 
 
-def bench(name: str, batch: int, repeats: int, gf: int, use_keras: bool) -> dict:
-    rng = np.random.default_rng(0)
-    x = _inputs(name, batch, rng)
-    cfg = {"name": name, "family": "legacy", "gf": gf}
+@contextlib.contextmanager
+def _plain_ops():
+    """The network code as it was before its training-speed changes: plain channel sums and broadcasts, and
+    autodiff through the head's partial-map form (traced inside this context)."""
+    from deepstrain_jax.models import conv, layers
+
+    saved = layers.channel_sum, layers.broadcast_channels, conv._few_features_upsample_conv
+    layers.channel_sum = lambda x: jnp.sum(x.astype(jnp.float32), axis=tuple(range(x.ndim - 1)))
+    layers.broadcast_channels = jnp.broadcast_to
+    conv._few_features_upsample_conv = conv._few_features_forward
+    try:
+        yield
+    finally:
+        layers.channel_sum, layers.broadcast_channels, conv._few_features_upsample_conv = saved
+
+
+def _jax_step(cfg: dict, x):
+    """A jitted, warmed-up Adam step of the network ``cfg`` on the batch ``x``: ``run() -> None``."""
     init, apply = build(cfg)
     tx = optax.adam(1e-4)
     state = jax.jit(lambda r: state_lib.create_train_state(init, tx, r))(jax.random.PRNGKey(0))
@@ -59,7 +85,21 @@ def bench(name: str, batch: int, repeats: int, gf: int, use_keras: bool) -> dict
         state, metrics = step(state, batch_dev)
         jax.block_until_ready(metrics)
 
+    return run_jax
+
+
+def bench(name: str, batch: int, repeats: int, gf: int, use_keras: bool, cfg: dict | None = None) -> dict:
+    """Samples per second of this project's step (``jax``), of the same network with the plain operations
+    (``plain``) and, for a legacy network where tf-keras is importable, of the tf-keras graph (``tf``)."""
+    rng = np.random.default_rng(0)
+    cfg = cfg or {"name": name, "family": "legacy", "gf": gf}
+    x = _inputs(name, batch, rng, tuple(cfg.get("input_shape", ())) or None)
+    run_jax = _jax_step(cfg, x)
+    with _plain_ops():
+        run_plain = _jax_step(cfg, x)
+
     run_tf = None
+    use_keras = use_keras and cfg.get("family") == "legacy"
     if use_keras:
         try:
             import tf_keras  # noqa: F401
@@ -80,19 +120,14 @@ def bench(name: str, batch: int, repeats: int, gf: int, use_keras: bool) -> dict
             model.train_on_batch(keras_x, target)
         run_tf = lambda: model.train_on_batch(keras_x, target)  # noqa: E731
 
-    t_jax, t_tf = [], []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        run_jax()
-        t_jax.append(time.perf_counter() - t0)
-        if run_tf is not None:
+    runs = {"jax": run_jax, "plain": run_plain, **({"tf": run_tf} if run_tf is not None else {})}
+    times = {k: [] for k in runs}
+    for _ in range(repeats):  # alternating, so that changes in machine load hit every variant
+        for k, run in runs.items():
             t0 = time.perf_counter()
-            run_tf()
-            t_tf.append(time.perf_counter() - t0)
-    result = {"jax": batch / statistics.median(t_jax)}
-    if t_tf:
-        result["tf"] = batch / statistics.median(t_tf)
-    return result
+            run()
+            times[k].append(time.perf_counter() - t0)
+    return {k: batch / statistics.median(v) for k, v in times.items()}
 
 
 def main(argv=None) -> int:
@@ -103,18 +138,29 @@ def main(argv=None) -> int:
     parser.add_argument("--gf", type=int, default=64, help="width of the first block (published: 64)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-keras", action="store_true")
+    parser.add_argument("--shipped", action="store_true", help="also the shipped v2 sizes at their training batch")
     args = parser.parse_args(argv)
     use_fast_cpu_convolutions()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.2f}, legacy gf={args.gf}")
-    for name in args.network:
-        batch = args.batch_carmen if name == "carmen" else args.batch_carson
+    cases = [(name, args.batch_carmen if name == "carmen" else args.batch_carson, None, f"legacy gf {args.gf}")
+             for name in args.network]
+    if args.shipped:
+        from deepstrain_jax.models import pretrained
+
+        for name in args.network:
+            arch = json.loads((pretrained.default_model_dir(name) / "model.json").read_text())
+            if name == "carson":
+                arch["input_shape"] = [96, 96, 1]  # the training crop (configs/carson.py:real)
+            cases.append((name, 4 if name == "carmen" else 16, arch, f"shipped v2 gf {arch['gf']}"))
+    for name, batch, cfg, label in cases:
         unit = "pairs" if name == "carmen" else "slices"
-        r = bench(name, batch, args.repeats, args.gf, not args.no_keras)
-        line = f"{name:6s} batch {batch:3d}: JAX {r['jax']:7.2f} {unit}/s"
+        r = bench(name, batch, args.repeats, args.gf, not args.no_keras, cfg)
+        line = (f"{name:6s} {label:18s} batch {batch:3d}: JAX {r['jax']:7.2f} {unit}/s | plain ops "
+                f"{r['plain']:7.2f} (JAX/plain {r['jax'] / r['plain']:.2f})")
         if "tf" in r:
             line += f" | tf-keras {r['tf']:7.2f} {unit}/s | JAX/tf-keras throughput {r['jax'] / r['tf']:.2f}"
-        else:
+        elif cfg is None:
             line += " | tf-keras not installed"
         print(line, flush=True)
     return 0
