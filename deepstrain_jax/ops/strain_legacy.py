@@ -109,10 +109,17 @@ def legacy_strain(u_vox, labels_ed, *, lv_label: int = 2, smooth_sigma: float | 
     u_rolled = np.roll(u, shift, axis=(lead, lead + 1))
     labels_rolled = np.roll(labels, shift, axis=(0, 1))
 
-    grad = np.stack([np.stack(np.gradient(u_rolled[..., i], axis=spatial_axes), axis=-1) for i in range(3)], axis=-2)
-    F = grad + np.eye(3)
-    E = 0.5 * (np.einsum("...ki,...kj->...ij", F, F) - np.eye(3))
-    exx, exy, eyx, eyy = E[..., 0, 0], E[..., 0, 1], E[..., 1, 0], E[..., 1, 1]
+    # Only the in-plane block of E = (F^T F - I) / 2 is projected, and it needs only the columns x and y of F:
+    # E_ab = (sum_k F_ka F_kb - delta_ab) / 2 for a, b in {x, y}, k over the three components (the original
+    # forms all of F and E; same values, without the through-plane derivatives and the 3 x 3 products).
+    fx, fy = [], []  # F[k, 0] and F[k, 1] for k = 0, 1, 2
+    for k in range(3):
+        dx, dy = np.gradient(u_rolled[..., k], axis=spatial_axes[:2])
+        fx.append(dx + (1.0 if k == 0 else 0.0))
+        fy.append(dy + (1.0 if k == 1 else 0.0))
+    exx = 0.5 * (fx[0] * fx[0] + fx[1] * fx[1] + fx[2] * fx[2] - 1.0)
+    eyy = 0.5 * (fy[0] * fy[0] + fy[1] * fy[1] + fy[2] * fy[2] - 1.0)
+    exy = eyx = 0.5 * (fx[0] * fy[0] + fx[1] * fy[1] + fx[2] * fy[2])
 
     phi = np.deg2rad(_legacy_polar_angle(nx, ny))[:, :, None]
     c, s = np.cos(phi), np.sin(phi)
