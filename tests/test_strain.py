@@ -548,3 +548,23 @@ def test_legacy_smoothing_is_an_in_plane_gaussian_per_component():
         np.testing.assert_allclose(x, y, atol=1e-14)
     with pytest.raises(ValueError, match="lv_label"):
         S.legacy_strain(u, np.zeros((16, 16, 4), np.int32))
+
+
+def test_legacy_strain_globals_only_are_the_full_maps_globals_bit_for_bit():
+    """maps=False (the pipeline's legacy mode) works on the myocardium's box: the same global values as the full
+    computation, exactly, also for a myocardium at the array border whose roll wraps around, and with smoothing."""
+    rng = np.random.default_rng(7)
+    u = rng.normal(size=(3, 40, 36, 4, 3)).astype(np.float32)
+    centre = np.zeros((40, 36, 4), np.int32)
+    centre[12:28, 10:26] = 2
+    centre[16:24, 14:22] = 3
+    border = np.zeros((40, 36, 4), np.int32)
+    border[0:12, 26:36] = 2
+    border[2:8, 29:34] = 3
+    for labels in (centre, border):
+        for sigma in (None, 2.0):
+            full = S.legacy_strain(u, labels, smooth_sigma=sigma)
+            fast = S.legacy_strain(u, labels, smooth_sigma=sigma, maps=False)
+            assert fast.rolled is None and fast.shift_vox == full.shift_vox
+            np.testing.assert_array_equal(fast.global_radial, full.global_radial)
+            np.testing.assert_array_equal(fast.global_circumferential, full.global_circumferential)

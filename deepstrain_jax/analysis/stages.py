@@ -252,7 +252,7 @@ def strain_stage(frames: Frames, seg: Segmentation, motion: Motion, options: Ana
         warnings.append(f"AHA segments not placed: {e}")
     legacy = None
     if options.legacy:
-        ls = legacy_strain(motion.u_vox, motion.labels_ed)
+        ls = legacy_strain(motion.u_vox, motion.labels_ed, maps=False)  # the globals only
         legacy = {"global_radial": np.asarray(ls.global_radial), "global_circumferential":
                   np.asarray(ls.global_circumferential)}
     return Strain(strain, segments, affine, legacy, tuple(warnings))
