@@ -251,3 +251,18 @@ def test_appearance_noise_bias_and_lowres_statistics():
     assert low.shape == stripes.shape and low[8:-8].std() < 0.05    # the 1-pixel stripes are averaged out
     sampled = aug.sample_appearance(rng, aug.AugmentConfig(noise_std=(0.0, 0.1), contrast=(0.5, 2.0)))
     assert 0 <= sampled.noise_std <= 0.1 and 0.5 <= sampled.contrast <= 2.0
+
+
+def test_dense_elastic_warp_is_the_spline_zoom_of_its_control_vectors_and_is_reused():
+    """The dense warp field (each component zoomed in 2D, cached) against scipy's zoom of the whole
+    (g, g, 2) control grid with factor 1 on the component axis (the definition); the image and the labels of
+    one example share one computation."""
+    from deepstrain_jax.training_data.augment import _dense_warp
+
+    w = np.random.default_rng(11).uniform(-3.0, 3.0, size=(4, 4, 2))
+    want = ndimage.zoom(w, (40 / 4, 36 / 4, 1), order=3, grid_mode=True, mode="grid-constant")[:40, :36]
+    _dense_warp.cache_clear()
+    got = _dense_warp(w.tobytes(), w.shape, (40, 36))
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+    assert _dense_warp(w.tobytes(), w.shape, (40, 36)) is got and not got.flags.writeable
+    assert _dense_warp.cache_info().hits == 1

@@ -34,6 +34,7 @@ raise to the power ``gamma``, resample (fill 0, the background), then z-score ov
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -231,9 +232,23 @@ def source_coords(t: InPlaneTransform, shape) -> np.ndarray:
     src = c + (grid - c - t.shift_vox) @ (t.matrix if s2 == 1.0 else t.matrix / s2)
     if t.warp is not None:
         w = np.asarray(t.warp, np.float64)
-        zoom = (shape[0] / w.shape[0], shape[1] / w.shape[1], 1)
-        src = src + ndimage.zoom(w, zoom, order=3, grid_mode=True, mode="grid-constant")[:shape[0], :shape[1]]
+        src = src + _dense_warp(w.tobytes(), w.shape, (int(shape[0]), int(shape[1])))
     return src
+
+
+@functools.lru_cache(maxsize=16)
+def _dense_warp(warp_bytes: bytes, warp_shape: tuple, shape: tuple) -> np.ndarray:
+    """The elastic warp's control vectors ``(g, g, 2)`` zoomed (cubic spline, grid mode) to ``(H, W, 2)``.
+
+    Each component is zoomed as a 2D map (a 3D zoom with factor 1 on the component axis gives the same values
+    with 4x the taps), and the result is cached: an example's image and labels use the same transform, so the
+    second call is free (together ~8x fewer spline evaluations; they were ~85 % of a CarSON batch)."""
+    w = np.frombuffer(warp_bytes, np.float64).reshape(warp_shape)
+    zoom = (shape[0] / w.shape[0], shape[1] / w.shape[1])
+    dense = np.stack([ndimage.zoom(w[..., k], zoom, order=3, grid_mode=True, mode="grid-constant")
+                      [:shape[0], :shape[1]] for k in range(w.shape[-1])], axis=-1)
+    dense.setflags(write=False)
+    return dense
 
 
 def resample_inplane(array, coords, order: int, fill=0.0) -> np.ndarray:
