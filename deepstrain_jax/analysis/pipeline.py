@@ -33,6 +33,7 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from deepstrain_jax.analysis import grids, stages
@@ -232,6 +233,7 @@ def _analyze(source, out, networks: Networks | None, options: AnalysisOptions, o
         motion = stages.motion_stage(frames, seg, vols, networks)
     with clock("strain"):
         strain = stages.strain_stage(frames, seg, motion, options)
+        jax.block_until_ready(strain.strain)  # JAX runs it asynchronously: its time belongs to this stage
 
     with clock("results"):
         # Voxel outputs back on the native grid, in the input file's axis order: the segmentation now, the

@@ -244,9 +244,7 @@ def _gray_with_background():
     """Gray colour map whose NaN (the gaps between tiles) is white, like the figure."""
     import matplotlib
 
-    cmap = matplotlib.colormaps.get_cmap("gray").copy()
-    cmap.set_bad("white")
-    return cmap
+    return matplotlib.colormaps.get_cmap("gray").with_extremes(bad="white")
 
 
 def _draw_aha_panel(ax, image, labels, aha, ed: int, insertions=None) -> None:
