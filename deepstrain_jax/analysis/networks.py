@@ -151,6 +151,17 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> str:
     return os.fspath(folder)
 
 
+@contextlib.contextmanager
+def timed(seconds: collections.Counter, name: str):
+    """Add the wall seconds of the ``with`` block to ``seconds[name]`` (the networks' and the pipeline stages'
+    clocks in ``run.json``)."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[name] += time.perf_counter() - t0
+
+
 _NETWORKS_API = ("segment_frame", "motion", "vcn_heatmaps", "grid", "describe")
 
 
@@ -207,24 +218,16 @@ class Networks:
     def describe(self) -> dict:
         return {k: (None if getattr(self, k) is None else getattr(self, k).describe()) for k in NAMES}
 
-    @contextlib.contextmanager
-    def _timed(self, name: str):
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[name] += time.perf_counter() - t0
-
     def vcn_heatmaps(self, slices) -> np.ndarray:
         """VCN heat-maps ``(Z, M, M, 1)`` of one stack's VCN view ``(M, M, Z)`` (already z-scored per slice)."""
         x = np.moveaxis(np.asarray(slices, np.float32), -1, 0)[..., None]
-        with self._timed("vcn"):
+        with timed(self.seconds, "vcn"):
             return np.asarray(self.vcn.apply(self.vcn.variables, x))
 
     def segment_frame(self, volume) -> np.ndarray:
         """CarSON class probabilities ``(N, N, Z, 4)`` of one frame ``(N, N, Z)``, each slice z-scored."""
         x = zscore(np.moveaxis(np.asarray(volume), -1, 0)[..., None], (1, 2, 3))
-        with self._timed("carson"):
+        with timed(self.seconds, "carson"):
             probs = np.asarray(self.carson.apply(self.carson.variables, x))
         return np.moveaxis(probs, 0, 2)
 
@@ -245,7 +248,7 @@ class Networks:
             chunk = [np.stack([fixed, zscore(moving[i], (0, 1, 2))], axis=-1) for i in range(start, min(start + b, k))]
             n_real = len(chunk)
             chunk += [chunk[-1]] * (b - n_real)  # fixed batch shape: one compilation
-            with self._timed("carmen"):
+            with timed(self.seconds, "carmen"):
                 u = np.asarray(self.carmen.apply(self.carmen.variables, np.stack(chunk)))
             out.append(u[:n_real])
         return np.concatenate(out, axis=0) if out else np.zeros((0, *fixed.shape, 3), np.float32)

@@ -23,6 +23,7 @@ are from ED).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import datetime
@@ -39,7 +40,7 @@ import numpy as np
 from deepstrain_jax.analysis import grids, stages
 from deepstrain_jax.analysis import inputs as inp
 from deepstrain_jax.analysis import results as res
-from deepstrain_jax.analysis.networks import Networks, check_networks
+from deepstrain_jax.analysis.networks import Networks, check_networks, timed
 from deepstrain_jax.analysis.options import CENTRES, DEFAULT_CROP, DISPLACEMENT_GRIDS, SLICE_ORDERS, AnalysisOptions
 from deepstrain_jax.analysis.outputs import check_output_folder, write_subject
 from deepstrain_jax.analysis.segmentation import StackSegmentation, motion_between, segment_stack
@@ -188,54 +189,39 @@ def analyze(source, out: str | os.PathLike | None = None, *, networks: Networks 
         return _analyze(source, out, networks, options, overwrite)
 
 
-class _StageClock:
-    """Wall seconds per named stage (``with clock("name"): ...``), rounded to the millisecond."""
-
-    def __init__(self):
-        self.seconds: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def __call__(self, name: str):
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - t0, 3)
-
-
 def _analyze(source, out, networks: Networks | None, options: AnalysisOptions, overwrite: bool) -> AnalysisResult:
     """:func:`analyze` after its argument checks, with the claim on ``out`` held: the stages of
     :mod:`deepstrain_jax.analysis.stages` in order, then the native-grid maps and ``results.json``.
 
-    ``run.json`` records the wall seconds of each stage (``stages_s``; the writing of the folder's files in
-    ``write_*``) and of each network (``networks_s``, counted by :attr:`Networks.seconds`)."""
+    ``run.json`` records the wall seconds of each stage (``stages_s``; the writing of the folder's files adds
+    ``write``) and of each network (``networks_s``, counted by :attr:`Networks.seconds`)."""
     started, t0 = datetime.datetime.now(datetime.timezone.utc), time.perf_counter()
-    clock = _StageClock()
+    clock = collections.Counter()  # wall seconds per stage
     if out is not None:
         check_output_folder(out, overwrite=overwrite)
     checked_crop = networks.grid[0] if networks is not None else DEFAULT_CROP
-    with clock("read"):
+    with timed(clock, "read"):
         cine0, cine, slice_axis = read_checked(source, crop_mm=checked_crop * options.inplane_mm)
     if networks is None:  # loaded after the input passed its checks: bad input fails fast
-        with clock("load_networks"):
+        with timed(clock, "load_networks"):
             networks = Networks.load(use_vcn=options.use_vcn)
     if networks.grid[0] != checked_crop:  # the field-of-view check depends on the crop
         inp.check_cine(cine, crop_mm=networks.grid[0] * options.inplane_mm)
     net_before = dict(getattr(networks, "seconds", {}))
 
-    with clock("frames"):
+    with timed(clock, "frames"):
         frames = stages.frames_stage(cine0, cine, slice_axis, options)
-    with clock("segmentation"):
+    with timed(clock, "segmentation"):
         seg = stages.segmentation_stage(frames, networks, options)
-    with clock("volumes"):
+    with timed(clock, "volumes"):
         vols = stages.volumes_stage(frames, seg, options)
-    with clock("motion"):
+    with timed(clock, "motion"):
         motion = stages.motion_stage(frames, seg, vols, networks)
-    with clock("strain"):
+    with timed(clock, "strain"):
         strain = stages.strain_stage(frames, seg, motion, options)
         jax.block_until_ready(strain.strain)  # JAX runs it asynchronously: its time belongs to this stage
 
-    with clock("results"):
+    with timed(clock, "results"):
         # Voxel outputs back on the native grid, in the input file's axis order: the segmentation now, the
         # displacement and strain maps frame by frame when they are read or written (NativeMaps).
         ed, stack = frames.ed, seg.stack
@@ -258,7 +244,8 @@ def _analyze(source, out, networks: Networks | None, options: AnalysisOptions, o
             frame_interval_note=frames.dt_note, coverage=vols.coverage)
     net_seconds = {k: round(v - net_before.get(k, 0.0), 3) for k, v in getattr(networks, "seconds", {}).items()}
     run = {"command": shlex.join(sys.argv), "started_utc": started.isoformat(timespec="seconds"),
-           "seconds": round(time.perf_counter() - t0, 3), "stages_s": clock.seconds, "networks_s": net_seconds}
+           "seconds": round(time.perf_counter() - t0, 3), "stages_s": {k: round(v, 3) for k, v in clock.items()},
+           "networks_s": net_seconds}
     result = AnalysisResult(name=cine0.name, results=results, affine=cine0.affine, frame_interval_s=frames.dt,
                             segmentation=np.transpose(stack.native, inverse + (3,)), native=native, grid=grid,
                             run=run)

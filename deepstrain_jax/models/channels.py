@@ -24,15 +24,11 @@ import jax
 import jax.numpy as jnp
 
 
-def _dot_sum(x):
-    flat = x.reshape(-1, x.shape[-1]).astype(jnp.float32)
-    return jnp.dot(jnp.ones((flat.shape[0],), jnp.float32), flat, precision=jax.lax.Precision.HIGHEST)
-
-
 def channel_sum(x):
     """``sum over every axis but the last`` of ``x (..., C)``, float32 ``(C,)``. Its gradient (the transpose of
     a product with a vector of ones) is a broadcast, which XLA fuses."""
-    return _dot_sum(x)
+    flat = x.reshape(-1, x.shape[-1]).astype(jnp.float32)
+    return jnp.dot(jnp.ones((flat.shape[0],), jnp.float32), flat, precision=jax.lax.Precision.HIGHEST)
 
 
 def broadcast_channels(v, shape):
@@ -50,7 +46,7 @@ def _broadcast_fwd(v, shape):
 
 
 def _broadcast_bwd(shape, _, g):
-    return (_dot_sum(g).astype(g.dtype),)
+    return (channel_sum(g).astype(g.dtype),)
 
 
 _broadcast.defvjp(_broadcast_fwd, _broadcast_bwd)

@@ -234,15 +234,15 @@ class CardiacStrain(NamedTuple):
 
 @partial(jax.jit, static_argnames="method")
 def _frame_components(u_mm, spacing_mm, basis, weights, method):
-    """Per frame: the projected components and their means over ``weights`` (the ED myocardium, 0/1), one
-    compiled program (the means as :func:`global_strain` computes them)."""
+    """Per frame: the projected components and their :func:`global_strain` over ``weights`` (the ED
+    myocardium), in one compiled program."""
     def one_frame(u):
         if method == "fd":
             E = green_lagrange(u, spacing_mm)
         else:
             E = green_lagrange_from_gradient(displacement_gradient_autodiff(u, spacing_mm))
         c = project_strain(E, basis)
-        return c, StrainComponents(*(jnp.sum(x * weights) / jnp.sum(weights) for x in c))
+        return c, StrainComponents(*(global_strain(x, weights) for x in c))
 
     # One frame at a time keeps only one (X, Y, Z, 3, 3) tensor field alive.
     return jax.lax.map(one_frame, u_mm)

@@ -117,10 +117,9 @@ def legacy_strain(u_vox, labels_ed, *, lv_label: int = 2, smooth_sigma: float | 
     else:
         # The rolled frame's myocardium box, one voxel wider (np.gradient's central differences), cut straight
         # from the unrolled field with wrapped indices.
-        lo = [max(int(np.flatnonzero(in_myo.any(axis=tuple(a for a in range(3) if a != ax))).min()) - 1, 0)
-              for ax in (0, 1)]
-        hi = [min(int(np.flatnonzero(in_myo.any(axis=tuple(a for a in range(3) if a != ax))).max()) + 2, n)
-              for ax, n in zip((0, 1), (nx, ny))]
+        rows, cols = np.flatnonzero(in_myo.any(axis=(1, 2))), np.flatnonzero(in_myo.any(axis=(0, 2)))
+        lo = [max(int(rows[0]) - 1, 0), max(int(cols[0]) - 1, 0)]
+        hi = [min(int(rows[-1]) + 2, nx), min(int(cols[-1]) + 2, ny)]
         region = (slice(lo[0], hi[0]), slice(lo[1], hi[1]))
         u_region = np.take(u, (np.arange(lo[0], hi[0]) - shift[0]) % nx, axis=lead)
         u_region = np.take(u_region, (np.arange(lo[1], hi[1]) - shift[1]) % ny, axis=lead + 1).astype(np.float64)
