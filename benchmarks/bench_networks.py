@@ -14,6 +14,11 @@ in machine load affects both; the ratio uses medians.
 
 Unless ``--xla-default`` is given or ``XLA_FLAGS`` already sets it, the JAX side runs with
 ``deepstrain_jax.models.conv.RECOMMENDED_CPU_XLA_FLAGS`` (convolutions through Eigen rather than YNNPACK).
+Achieved GFLOP/s: the floating-point operations of one JAX call (XLA's cost analysis of the compiled program)
+over its median time, against the matrix-multiply peak measured in the same run (numpy's float32 ``sgemm`` on
+2048 x 2048 matrices, best of 5; with ``--dtype bfloat16`` also JAX's bfloat16 matrix product with float32
+accumulation).
+
 Timings exclude compilation (one warm-up call each) and the host-to-device copy of inputs, which are
 created on the device beforehand; outputs are waited for (``block_until_ready`` / ``.numpy()``).
 """
@@ -59,6 +64,22 @@ def _time(fn, repeats: int):
     return times
 
 
+def matmul_peaks(dtype: str, n: int = 2048, repeats: int = 5) -> dict:
+    """GFLOP/s of the best of ``repeats`` ``n x n`` matrix products: numpy float32 (``sgemm``) and, for
+    ``dtype="bfloat16"``, JAX's bfloat16 product with float32 accumulation."""
+    import jax.numpy as jnp
+
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    a @ a
+    peaks = {"numpy sgemm": 2 * n ** 3 / min(_time(lambda: a @ a, repeats)) / 1e9}
+    if dtype == "bfloat16":
+        ab = jax.device_put(a.astype(jnp.bfloat16))
+        mm = jax.jit(lambda u: jnp.dot(u, u, preferred_element_type=jnp.float32))
+        mm(ab).block_until_ready()
+        peaks["jax bf16 matmul"] = 2 * n ** 3 / min(_time(lambda: mm(ab).block_until_ready(), repeats)) / 1e9
+    return peaks
+
+
 def bench(name: str, batch: int, repeats: int, use_keras: bool, dtype: str, seed: int = 0) -> dict:
     cfg = {"name": name, "family": "legacy", "dtype": dtype}
     init, apply = build(cfg)
@@ -81,10 +102,12 @@ def bench(name: str, batch: int, repeats: int, use_keras: bool, dtype: str, seed
         keras_in = x_np
     x = jax.device_put(x_np)
     forward = jax.jit(lambda v, x: apply(v, x))
+    cost = forward.lower(variables, x).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     y_jax = np.asarray(forward(variables, x))
     run_jax = lambda: forward(variables, x).block_until_ready()  # noqa: E731
 
-    result = {"name": name, "batch": batch}
+    result = {"name": name, "batch": batch, "gflop_per_call": float(cost.get("flops", float("nan"))) / 1e9}
     if model is not None:
         import tensorflow as tf
 
@@ -124,6 +147,9 @@ def main(argv=None) -> int:
     load0 = os.getloadavg()[0]
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPUs, "
           f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}, load average {load0:.2f}")
+    peaks = matmul_peaks(args.dtype)
+    print("matrix-multiply peak (same run): " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()),
+          flush=True)
     for name in args.network:
         batch = args.batch_carmen if name == "carmen" else args.batch_carson
         unit = "pair" if name == "carmen" else "slice"
@@ -138,6 +164,9 @@ def main(argv=None) -> int:
         else:
             line += " | tf-keras not installed"
         print(line, flush=True)
+        rate = r["gflop_per_call"] / (med_jax * batch / 1e3)
+        print(f"       {r['gflop_per_call'] / batch:.1f} GFLOP/{unit} (XLA cost analysis): {rate:.0f} GFLOP/s, "
+              + ", ".join(f"{100 * rate / v:.0f} % of {k}" for k, v in peaks.items()), flush=True)
     print(f"load average after: {os.getloadavg()[0]:.2f} (2 cores: above ~2 the numbers are noisy)")
     return 0
 

@@ -143,3 +143,30 @@ def test_channel_sums_and_broadcasts_and_their_gradients():
 
     for a, b in zip(jax.jit(jax.grad(ours, (0, 1)))(x, v), jax.grad(plain, (0, 1))(x, v)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+
+
+def _bf16(a):
+    return np.asarray(jnp.asarray(a, jnp.bfloat16).astype(jnp.float32))
+
+
+@pytest.mark.parametrize("path", ["library", "small maps", "upsample parity", "upsample few features"])
+def test_bfloat16_convolutions_accumulate_in_float32(path):
+    # bfloat16 operands, float32 sums, one rounding at the end: every output is within half a bfloat16 ulp
+    # (2^-8 relative) of the exact sum of the bfloat16-rounded products, plus float32 round-off. Summing 1152
+    # products in bfloat16 instead misses this by far.
+    rng = np.random.default_rng(5)
+    spatial, features = {"library": ((8, 8), 8), "small maps": ((2, 2), 8), "upsample parity": ((8, 6), 12),
+                         "upsample few features": ((8, 8), 3)}[path]
+    x = _bf16(rng.standard_normal((2, *spatial, 128)))
+    # small integers: the upsampling paths' parity kernels (sums of up to four taps) stay exact in bfloat16
+    kernel = rng.integers(-4, 5, (3, 3, 128, features)).astype(np.float32)
+    if path.startswith("upsample"):
+        y = upsample_conv_same(jnp.asarray(x, jnp.bfloat16), jnp.asarray(kernel, jnp.bfloat16), (2, 2))
+        x = np.repeat(np.repeat(x, 2, 1), 2, 2)
+    else:
+        y = conv_same(jnp.asarray(x, jnp.bfloat16), jnp.asarray(kernel, jnp.bfloat16), (1, 1))
+    assert y.dtype == jnp.bfloat16
+    exact = reference_conv_same(x, kernel, (1, 1))
+    scale = reference_conv_same(np.abs(x), np.abs(kernel), (1, 1))
+    err = np.abs(np.asarray(y, np.float64) - exact)
+    assert np.all(err <= 2.0 ** -8 * np.abs(exact) + 1e-5 * scale)

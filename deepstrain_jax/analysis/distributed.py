@@ -70,6 +70,7 @@ class ModelSpecs:
     carmen: str | None = None
     use_vcn: bool = True
     pair_batch: int = 2
+    precision: str = "float32"
 
 
 _WORKER_NETWORKS: dict = {}
@@ -81,7 +82,8 @@ def worker_networks(specs: ModelSpecs):
         use_fast_cpu_convolutions()
         enable_compilation_cache()
         _WORKER_NETWORKS[specs] = Networks.load(vcn=specs.vcn, carson=specs.carson, carmen=specs.carmen,
-                                                use_vcn=specs.use_vcn, pair_batch=specs.pair_batch)
+                                                use_vcn=specs.use_vcn, pair_batch=specs.pair_batch,
+                                                precision=specs.precision)
     return _WORKER_NETWORKS[specs]
 
 

@@ -52,7 +52,7 @@ class Network:
         the variables, :func:`variables_sha256`) and, from a model folder's ``provenance.json``, ``name`` and
         ``trained_on`` (null when the folder has none, e.g. a Keras file)."""
         return {"source": self.source, "name": self.provenance.get("name"), "family": self.arch["family"],
-                "gf": self.arch["gf"], "depth": self.arch["depth"], "input_shape": list(self.arch["input_shape"]),
+                "precision": self.arch["dtype"], "gf": self.arch["gf"], "depth": self.arch["depth"], "input_shape": list(self.arch["input_shape"]),
                 "parameters": count_variables(self.variables), "sha256": variables_sha256(self.variables),
                 "trained_on": self.provenance.get("trained_on")}
 
@@ -84,13 +84,22 @@ def _from_workdir(workdir: Path) -> Path | None:
     return None
 
 
-def load_network(name: str, spec: str | os.PathLike | None = None) -> Network:
+PRECISIONS = ("float32", "bfloat16")
+
+
+def load_network(name: str, spec: str | os.PathLike | None = None, *, precision: str = "float32") -> Network:
     """Load network ``name`` ("vcn", "carson" or "carmen") from ``spec`` (module docstring).
+
+    ``precision``: ``"float32"`` (default) or ``"bfloat16"``: convolutions on bfloat16 activations and weights
+    with float32 accumulation, BatchNorm in float32, outputs float32; the variables stay float32
+    (``docs/validation.md`` reports what it changes in Dice and strain).
 
     Raises InputError naming the file when the spec cannot be read or holds another network.
     """
     if name not in NAMES:
         raise ValueError(f"network must be one of {NAMES}, got {name!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     provenance = {}
     if spec is None or os.fspath(spec) == "shipped":
         variables, arch = pretrained.load_default(name)
@@ -116,7 +125,7 @@ def load_network(name: str, spec: str | os.PathLike | None = None) -> Network:
         else:
             raise InputError(f"not a {name} model: expected a model folder (model.json), a training work "
                              "directory with an exported model/, or a Keras .h5 weight file", path)
-    arch = models.architecture(arch)
+    arch = models.architecture(dict(arch, dtype=precision))
     if arch["name"] != name:
         raise InputError(f"holds a {arch['name']} network, not {name}", source)
     variables = jax.device_put(variables)  # one transfer for the whole tree (per-leaf jnp.asarray: ~1 ms each)
@@ -196,16 +205,19 @@ class Networks:
                                                      compare=False)
 
     @classmethod
-    def load(cls, vcn=None, carson=None, carmen=None, *, use_vcn: bool = True, pair_batch: int = 2) -> "Networks":
-        """Load each network from its spec (``None``: the shipped model)."""
+    def load(cls, vcn=None, carson=None, carmen=None, *, use_vcn: bool = True, pair_batch: int = 2,
+             precision: str = "float32") -> "Networks":
+        """Load each network from its spec (``None``: the shipped model), computing in ``precision``
+        (:func:`load_network`)."""
         for name, spec in (("vcn", vcn), ("carson", carson), ("carmen", carmen)):
             check_type("Networks.load", name, spec, (str, os.PathLike, type(None)),
                        "a model folder, training workdir or Keras .h5 path, or None (the shipped model)")
         check_type("Networks.load", "pair_batch", pair_batch, (int, np.integer), "an int >= 1")
         if pair_batch < 1:
             raise ValueError(f"pair_batch must be >= 1, got {pair_batch}")
-        return cls(carson=load_network("carson", carson), carmen=load_network("carmen", carmen),
-                   vcn=load_network("vcn", vcn) if use_vcn else None, pair_batch=pair_batch)
+        return cls(carson=load_network("carson", carson, precision=precision),
+                   carmen=load_network("carmen", carmen, precision=precision),
+                   vcn=load_network("vcn", vcn, precision=precision) if use_vcn else None, pair_batch=pair_batch)
 
     @property
     def grid(self) -> tuple[int, int]:

@@ -63,6 +63,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="colour limits (%%) of a strain bull's-eye, e.g. radial=-50,50 (repeatable; defaults: "
                              "circumferential and longitudinal -30,30, radial -60,60)")
     parser.add_argument("--pair-batch", type=int, default=2, metavar="B", help="CarMEN pairs per call (default 2)")
+    parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
+                        help="network compute precision: bfloat16 runs the convolutions on bfloat16 with float32 "
+                             "accumulation (faster on GPUs and CPUs with bfloat16 units; docs/validation.md "
+                             "gives the change in Dice and strain); default float32")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     dask = parser.add_argument_group("cohorts on Dask (pip install -e .[dask]; SLURM: .[slurm])")
     dask.add_argument("--workers", type=int, metavar="N",
@@ -108,14 +112,14 @@ def load_networks(args: argparse.Namespace, options):
     from deepstrain_jax.analysis.networks import Networks
 
     return Networks.load(vcn=args.vcn, carson=args.carson, carmen=args.carmen, use_vcn=options.use_vcn,
-                         pair_batch=args.pair_batch)
+                         pair_batch=args.pair_batch, precision=args.precision)
 
 
 def _run_on_dask(args, options, source, progress):
     from deepstrain_jax.analysis import distributed as dist
 
     specs = dist.ModelSpecs(vcn=args.vcn, carson=args.carson, carmen=args.carmen, use_vcn=options.use_vcn,
-                            pair_batch=args.pair_batch)
+                            pair_batch=args.pair_batch, precision=args.precision)
     client = dist.make_client(workers=args.workers, scheduler=args.scheduler, slurm=args.slurm,
                               allowed_failures=args.retries)
     try:

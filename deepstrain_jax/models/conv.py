@@ -35,6 +35,14 @@ _LAYOUT = {1: ("NHC", "HIO", "NHC"), 2: ("NHWC", "HWIO", "NHWC"), 3: ("NHWDC", "
 # with the weight sum_t _PARITY[a, u, t] w[t].
 _PARITY = np.array([[[1, 0, 0], [0, 1, 1]], [[1, 1, 0], [0, 0, 1]]], np.float32)
 
+_LOW_PRECISION = (jnp.bfloat16, jnp.float16)
+
+
+def _accumulator(dtype):
+    """``preferred_element_type`` of the products and sums: float32 for bfloat16 / float16 operands (low-precision
+    compute, float32 accumulation; the result is rounded back to the operands' dtype once), else ``None``."""
+    return jnp.float32 if jnp.dtype(dtype) in [jnp.dtype(d) for d in _LOW_PRECISION] else None
+
 
 def _offsets(sizes: Sequence[int]):
     return np.stack(np.meshgrid(*[np.arange(n) for n in sizes], indexing="ij"), -1).reshape(-1, len(sizes))
@@ -59,14 +67,17 @@ def conv_same(x, kernel, strides: Sequence[int]):
     if len(ksize) != len(spatial) or len(strides) != len(spatial):
         raise ValueError(f"kernel {kernel.shape} and strides {strides} do not fit an input of shape {x.shape}")
     pads = lax.padtype_to_pads(spatial, ksize, strides, "SAME")
+    acc = _accumulator(x.dtype)
     if max(spatial) > _SMALL_SPATIAL:
-        return lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=_LAYOUT[len(spatial)])
+        return lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=_LAYOUT[len(spatial)],
+                                        preferred_element_type=acc).astype(x.dtype)
     xp = jnp.pad(x, [(0, 0), *pads, (0, 0)])
     out = [-(-n // s) for n, s in zip(spatial, strides)]
     patches = [xp[(slice(None), *(slice(k, k + s * (o - 1) + 1, s) for k, s, o in zip(offset, strides, out)))]
                for offset in _offsets(ksize)]
     cols = jnp.concatenate(patches, axis=-1)  # (B, *out, prod(K) C_in): offsets outer, channels inner
-    return jnp.einsum("...i,io->...o", cols, kernel.reshape(-1, kernel.shape[-1]))
+    return jnp.einsum("...i,io->...o", cols, kernel.reshape(-1, kernel.shape[-1]),
+                      preferred_element_type=acc).astype(x.dtype)
 
 
 def upsample_nearest(x, factors: Sequence[int]):
@@ -112,15 +123,22 @@ def upsample_conv_same(x, kernel, factors: Sequence[int]):
     f = kernel.shape[-1]
     if f <= _SMALL_FEATURES:
         return _few_features_upsample_conv(x, kernel)
-    parity = jnp.asarray(_PARITY, kernel.dtype)
-    # w_eff[a, b, u, v] = W_ab[u, v]: (2, 2, 2, 2, C_in, C_out)
-    w_eff = jnp.einsum("aup,bvq,pqcf->abuvcf", parity, parity, kernel)
+    acc = _accumulator(x.dtype)
+    # w_eff[a, b, u, v] = W_ab[u, v]: (2, 2, 2, 2, C_in, C_out); tap sums in float32, then the compute dtype
+    w_eff = _effective_kernel(kernel)
     xp = jnp.pad(x, [(0, 0), (1, 1), (1, 1), (0, 0)])
     y = jnp.stack([jnp.stack([
         lax.conv_general_dilated(xp[:, a:a + s0 + 1, c:c + s1 + 1], w_eff[a, c], (1, 1), "VALID",
-                                 dimension_numbers=_LAYOUT[2])
+                                 dimension_numbers=_LAYOUT[2], preferred_element_type=acc)
         for c in (0, 1)], axis=3) for a in (0, 1)], axis=2)
-    return y.reshape(b, 2 * s0, 2 * s1, f)  # (B, S0, 2, S1, 2, F) -> interleaved rows and columns
+    return y.reshape(b, 2 * s0, 2 * s1, f).astype(x.dtype)
+
+
+def _effective_kernel(kernel):
+    """The 2 x 2 kernels of the four output parities, ``(2, 2, 2, 2, C_in, C_out)`` (:func:`upsample_conv_same`),
+    summed in float32 at least and returned in the kernel's dtype."""
+    parity = jnp.asarray(_PARITY, jnp.promote_types(kernel.dtype, jnp.float32))
+    return jnp.einsum("aup,bvq,pqcf->abuvcf", parity, parity, kernel.astype(parity.dtype)).astype(kernel.dtype)  # (B, S0, 2, S1, 2, F) -> interleaved rows and columns
 
 
 def _few_features_forward(x, kernel):
@@ -128,14 +146,13 @@ def _few_features_forward(x, kernel):
     tap) partial maps, then sums of shifted slices. Its gradient is :func:`_few_features_bwd`'s."""
     b, s0, s1, _ = x.shape
     f = kernel.shape[-1]
-    parity = jnp.asarray(_PARITY, kernel.dtype)
-    w_eff = jnp.einsum("aup,bvq,pqcf->abuvcf", parity, parity, kernel)
-    partial = jnp.einsum("nxyc,abuvcf->nxyabuvf", x, w_eff)
+    w_eff = _effective_kernel(kernel)
+    partial = jnp.einsum("nxyc,abuvcf->nxyabuvf", x, w_eff, preferred_element_type=_accumulator(x.dtype))
     partial = jnp.pad(partial, [(0, 0), (1, 1), (1, 1)] + [(0, 0)] * 5)
     y = jnp.stack([jnp.stack([
         sum(partial[:, a + u:a + u + s0, c + v:c + v + s1, a, c, u, v] for u in (0, 1) for v in (0, 1))
         for c in (0, 1)], axis=3) for a in (0, 1)], axis=2)
-    return y.reshape(b, 2 * s0, 2 * s1, f)
+    return y.reshape(b, 2 * s0, 2 * s1, f).astype(x.dtype)
 
 
 def _upsample_then_conv(x, kernel):
