@@ -137,10 +137,16 @@ def main(argv):
         cfg = json.loads((earlier / "config.json").read_text())
     init = _init_folder(config)
     if not chain and init is not None and (init / "provenance.json").is_file():
-        # Warm-started from a shipped model folder (replaced below): its history ships as stage1_*.
+        # Warm-started from a shipped model folder (replaced below): its history ships first (its own stage{k}_*
+        # files, then its final config, metrics and log as the next stage).
+        earlier = sorted({int(p.name.split("_")[0][5:]) for p in init.glob("stage*_*") if p.name[5].isdigit()})
+        for k in earlier:
+            for p in init.glob(f"stage{k}_*"):
+                shutil.copy2(p, tmp / p.name)
+        last = (earlier[-1] if earlier else 0) + 1
         for f in ("config.json", "metrics.jsonl", "train.log"):
             if (init / f).is_file():
-                shutil.copy2(init / f, tmp / f"stage1_{f}")
+                shutil.copy2(init / f, tmp / f"stage{last}_{f}")
     for k, stage in enumerate(reversed(chain), start=1):
         for f in ("config.json", "metrics.jsonl"):
             shutil.copy2(stage / f, tmp / f"stage{k}_{f}")
