@@ -22,7 +22,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from scipy import stats
 
 KINDS = ("1", "A,1", "C,1")
 
@@ -117,6 +116,8 @@ def icc(data, kind: str = "A,1", confidence: float = 0.95) -> ICCResult:
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     n, k = x.shape
+    from scipy import stats  # here: scipy.stats takes ~0.4 s to import, and the analysis never needs it
+
     msr, msc, mse, msw = _mean_squares(x)
     q = 1.0 - (1.0 - confidence) / 2.0
     with np.errstate(divide="ignore", invalid="ignore"):
