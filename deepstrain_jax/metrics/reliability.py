@@ -116,7 +116,7 @@ def icc(data, kind: str = "A,1", confidence: float = 0.95) -> ICCResult:
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     n, k = x.shape
-    from scipy import stats  # here: scipy.stats takes ~0.4 s to import, and the analysis never needs it
+    from scipy import stats  # here, not at the top: importing the analysis would pull it in (~0.4 s)
 
     msr, msc, mse, msw = _mean_squares(x)
     q = 1.0 - (1.0 - confidence) / 2.0
