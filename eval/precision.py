@@ -117,11 +117,11 @@ def run(n_phantoms: int, root, work: Path, progress=None) -> tuple[str, dict]:
     from eval.real_data import held_out_refs
 
     nets = {p: Networks.load(precision=p) for p in PRECISIONS}
-    design = phantom_study.population(phenotypes=("NOR", "HCM"), snrs=(20.0,), slice_orders=("base_to_apex",))
-    design = design[:n_phantoms]
+    per_seed = 4  # geometry A and B x NOR and HCM
+    design = phantom_study.population(n=-(-n_phantoms // per_seed), phenotypes=("NOR", "HCM"), snrs=(20.0,),
+                                      slice_orders=("base_to_apex",))[:n_phantoms]
     folders = phantom_study.make_population(work, design)
-    sections = {}
-    results = {}
+    sections, results = {}, {}
     results["phantoms"] = compare([(d["name"], f) for d, f in zip(design, folders)], _phantom_row, nets, progress)
     refs = held_out_refs(root, acdc_real.HELD_OUT)
     results["real_labels"] = compare([(r.name, r) for r in refs], _real_row, nets, progress)
@@ -133,7 +133,7 @@ def run(n_phantoms: int, root, work: Path, progress=None) -> tuple[str, dict]:
     sections["Held-out ACDC cines (global end-systolic strain, %)"] = summarise(results["real_cines"])
     seconds = {p: float(sum(nets[p].seconds.values())) for p in PRECISIONS}
     results["network_seconds"] = seconds
-    results["summary"] = {k: v for k, v in sections.items()}
+    results["summary"] = dict(sections)
     return markdown(sections, seconds), results
 
 
