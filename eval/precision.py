@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 from absl import app, flags, logging
 
-PRECISIONS = ("float32", "bfloat16")
+from deepstrain_jax.analysis.networks import PRECISIONS
+
 DIRECTIONS = ("radial", "circumferential", "longitudinal")
 DICE_BOUND, STRAIN_BOUND_PTS = 1e-3, 0.1
 FLAGS = flags.FLAGS
@@ -152,7 +153,7 @@ def main(argv):
     from deepstrain_jax.xla_flags import use_fast_cpu_convolutions
 
     use_fast_cpu_convolutions()
-    root = Path(FLAGS.root) if FLAGS.root else acdc_real.default_root()
+    root = acdc_real.resolve_root(FLAGS.root)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         text, results = run(FLAGS.phantoms, root, Path(FLAGS.work or tmp),

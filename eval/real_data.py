@@ -350,7 +350,7 @@ def main(argv):
     from deepstrain_jax.xla_flags import use_fast_cpu_convolutions
 
     use_fast_cpu_convolutions()
-    root = Path(FLAGS.root) if FLAGS.root else acdc_real.default_root()
+    root = acdc_real.resolve_root(FLAGS.root)
     sets = {"current": Networks.load(vcn=FLAGS.vcn or None, carson=FLAGS.carson or None)}
     if FLAGS.previous:
         p = Path(FLAGS.previous)

@@ -173,7 +173,7 @@ def build(config, workdir, out: str | None = None) -> str:
         from deepstrain_jax.data import acdc_real
         from eval import real_data
 
-        root = Path(config.real.root) if config.real.root else acdc_real.default_root()
+        root = acdc_real.resolve_root(config.real.root)
         sets = {"current": networks}
         if config.real.previous:
             p = Path(config.real.previous)
@@ -193,7 +193,7 @@ def build(config, workdir, out: str | None = None) -> str:
         from deepstrain_jax.data import acdc_real
         from eval import real_cines_figure, real_motion
 
-        root = Path(config.real.root) if config.real.root else acdc_real.default_root()
+        root = acdc_real.resolve_root(config.real.root)
         sets = {"current": networks}
         if config.real.get("previous_carmen", ""):
             sets["previous"] = Networks.load(vcn=m.vcn or None, carson=m.carson or None,

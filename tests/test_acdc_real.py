@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -198,3 +199,8 @@ def test_real_data_evaluation_of_one_held_out_patient():
     assert 0 <= row["centre_error_mm"] < 20 and row["spacing_known"]
     text = real_data.markdown({"current": {"rows": rows, "summary": real_data.summary(rows)}}, {"current": "x"})
     assert "patient007" in text and "must reach" in text
+
+
+def test_resolve_root_takes_the_given_folder_else_the_default():
+    assert ar.resolve_root("") == ar.default_root() and ar.resolve_root(None) == ar.default_root()
+    assert ar.resolve_root("/data/acdc") == Path("/data/acdc")

@@ -52,7 +52,8 @@ class Network:
         the variables, :func:`variables_sha256`) and, from a model folder's ``provenance.json``, ``name`` and
         ``trained_on`` (null when the folder has none, e.g. a Keras file)."""
         return {"source": self.source, "name": self.provenance.get("name"), "family": self.arch["family"],
-                "precision": self.arch["dtype"], "gf": self.arch["gf"], "depth": self.arch["depth"], "input_shape": list(self.arch["input_shape"]),
+                "precision": self.arch["dtype"], "gf": self.arch["gf"], "depth": self.arch["depth"],
+                "input_shape": list(self.arch["input_shape"]),
                 "parameters": count_variables(self.variables), "sha256": variables_sha256(self.variables),
                 "trained_on": self.provenance.get("trained_on")}
 

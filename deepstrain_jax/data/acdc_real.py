@@ -29,6 +29,7 @@ the list out (``data.real.held_out``), and :func:`check_split` refuses a trainin
 from __future__ import annotations
 
 import csv
+import os
 import re
 from pathlib import Path
 from typing import NamedTuple, Sequence
@@ -50,6 +51,11 @@ _PATIENT = re.compile(r"patient(\d{3})")
 def default_root() -> Path:
     """``../shared/data/acdc`` relative to the repository (the configs' default ``data.real.root``)."""
     return Path(__file__).resolve().parents[2].parent / "shared" / "data" / "acdc"
+
+
+def resolve_root(root: str | os.PathLike | None = None) -> Path:
+    """``root`` as a path when given (non-empty), else :func:`default_root` (the eval flags' and configs' "")."""
+    return Path(root) if root else default_root()
 
 
 def group_of(number: str) -> str:

@@ -35,13 +35,13 @@ _LAYOUT = {1: ("NHC", "HIO", "NHC"), 2: ("NHWC", "HWIO", "NHWC"), 3: ("NHWDC", "
 # with the weight sum_t _PARITY[a, u, t] w[t].
 _PARITY = np.array([[[1, 0, 0], [0, 1, 1]], [[1, 1, 0], [0, 0, 1]]], np.float32)
 
-_LOW_PRECISION = (jnp.bfloat16, jnp.float16)
+_LOW_PRECISION = frozenset({jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)})
 
 
 def _accumulator(dtype):
     """``preferred_element_type`` of the products and sums: float32 for bfloat16 / float16 operands (low-precision
     compute, float32 accumulation; the result is rounded back to the operands' dtype once), else ``None``."""
-    return jnp.float32 if jnp.dtype(dtype) in [jnp.dtype(d) for d in _LOW_PRECISION] else None
+    return jnp.float32 if jnp.dtype(dtype) in _LOW_PRECISION else None
 
 
 def _offsets(sizes: Sequence[int]):
@@ -131,14 +131,14 @@ def upsample_conv_same(x, kernel, factors: Sequence[int]):
         lax.conv_general_dilated(xp[:, a:a + s0 + 1, c:c + s1 + 1], w_eff[a, c], (1, 1), "VALID",
                                  dimension_numbers=_LAYOUT[2], preferred_element_type=acc)
         for c in (0, 1)], axis=3) for a in (0, 1)], axis=2)
-    return y.reshape(b, 2 * s0, 2 * s1, f).astype(x.dtype)
+    return y.reshape(b, 2 * s0, 2 * s1, f).astype(x.dtype)  # (B, S0, 2, S1, 2, F) -> interleaved rows and columns
 
 
 def _effective_kernel(kernel):
     """The 2 x 2 kernels of the four output parities, ``(2, 2, 2, 2, C_in, C_out)`` (:func:`upsample_conv_same`),
     summed in float32 at least and returned in the kernel's dtype."""
     parity = jnp.asarray(_PARITY, jnp.promote_types(kernel.dtype, jnp.float32))
-    return jnp.einsum("aup,bvq,pqcf->abuvcf", parity, parity, kernel.astype(parity.dtype)).astype(kernel.dtype)  # (B, S0, 2, S1, 2, F) -> interleaved rows and columns
+    return jnp.einsum("aup,bvq,pqcf->abuvcf", parity, parity, kernel.astype(parity.dtype)).astype(kernel.dtype)
 
 
 def _few_features_forward(x, kernel):
