@@ -14,6 +14,7 @@ records under ``models`` for every analysed subject.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -139,11 +140,10 @@ def main(argv):
     if not chain and init is not None and (init / "provenance.json").is_file():
         # Warm-started from a shipped model folder (replaced below): its history ships first (its own stage{k}_*
         # files, then its final config, metrics and log as the next stage).
-        earlier = sorted({int(p.name.split("_")[0][5:]) for p in init.glob("stage*_*") if p.name[5].isdigit()})
-        for k in earlier:
-            for p in init.glob(f"stage{k}_*"):
-                shutil.copy2(p, tmp / p.name)
-        last = (earlier[-1] if earlier else 0) + 1
+        stage_of = {p: int(m.group(1)) for p in init.iterdir() if (m := re.match(r"stage(\d+)_", p.name))}
+        for p in stage_of:
+            shutil.copy2(p, tmp / p.name)
+        last = max(stage_of.values(), default=0) + 1
         for f in ("config.json", "metrics.jsonl", "train.log"):
             if (init / f).is_file():
                 shutil.copy2(init / f, tmp / f"stage{last}_{f}")
