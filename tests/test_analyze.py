@@ -349,3 +349,16 @@ def test_bfloat16_networks_analyse_like_float32(analysed, phantom):
         assert abs(a - b) < 1.0, d
     with pytest.raises(ValueError, match="precision must be one of"):
         Networks.load(precision="float16x")
+
+
+def test_cli_precision_choices_are_the_libraries():
+    # The CLI restates the choices to stay JAX-free at start-up; they must be Networks.load's.
+    import argparse
+
+    from deepstrain_jax.analysis.networks import PRECISIONS
+    from deepstrain_jax.commands.analyze import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    action = next(a for a in parser._actions if a.dest == "precision")
+    assert tuple(action.choices) == PRECISIONS and action.default == "float32"
