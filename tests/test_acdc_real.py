@@ -110,7 +110,7 @@ def test_training_configs_never_reach_a_held_out_patient(tmp_path):
     from configs import carson, vcn
     from train import trainer
 
-    for module, variant in ((carson, "real"), (carson, "real_v2"), (vcn, "real")):  # real_v2: the shipped CarSON
+    for module, variant in ((carson, "real"), (carson, "real_v2"), (carson, "real_v3"), (vcn, "real")):  # v2 ships; v3: its successor
         c = module.get_config(variant)
         c.data.phantom_models = ()        # rendering phantoms is not what this test is about
         refs = trainer.real_training_refs(c)

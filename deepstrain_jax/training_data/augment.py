@@ -67,6 +67,10 @@ class AugmentConfig(NamedTuple):
       noise_std: ``(low, high)``: Rician noise of that standard deviation (fraction of the [0, 1] range).
       slice_mix_prob: CarSON only: with that probability the slice is blended with a neighbour slice of the
         stack, weight uniform in [0, 0.5] (partial volume of thicker slices); labels of the slice kept.
+      blood_pool_prob, blood_pool_factor: CarSON only: with that probability the blood pool of the slice is
+        dimmed (:func:`dim_blood_pool`, slow flow in bright-blood SSFP: the blood of a dilated, poorly
+        contracting ventricle can be nearly as dark as myocardium), down to a factor uniform in
+        ``blood_pool_factor``; labels kept.
     """
 
     rotation_deg: float = 180.0
@@ -82,6 +86,8 @@ class AugmentConfig(NamedTuple):
     lowres_factor: tuple = (1.0, 2.0)
     noise_std: tuple = (0.0, 0.0)
     slice_mix_prob: float = 0.0
+    blood_pool_prob: float = 0.0
+    blood_pool_factor: tuple = (0.3, 0.8)
 
     @property
     def has_appearance(self) -> bool:
@@ -211,6 +217,46 @@ def apply_appearance(x01, app: Appearance) -> np.ndarray:
         n2 = rng.normal(0.0, app.noise_std, x.shape).astype(np.float32)
         x = np.sqrt((x + n1) ** 2 + n2 ** 2)  # Rician: the magnitude of complex Gaussian noise
     return np.asarray(x, np.float32)
+
+
+def dim_blood_pool(image, labels, rng: np.random.Generator, factor_range=(0.3, 0.8),
+                   rv_prob: float = 0.5, edge_sigma_vox: float = 1.0) -> np.ndarray:
+    """Slow-flow look: intensities of the LV cavity (label 3; the RV cavity, label 1, too with probability
+    ``rv_prob``) of one slice scaled by ``1 - (1 - f) w(x)``, the rest of the image unchanged.
+
+    ``f`` is uniform in ``factor_range`` (the deepest dimming). ``w = p * r`` inside the pool, 0 outside: ``p``
+    the pool mask blurred by ``edge_sigma_vox`` (no hard step at the wall), ``r = 1 - s (1 + d) / 2`` a linear
+    ramp across the pool (``d`` in [-1, 1] the position along a random direction, ``s`` uniform in [0, 1]):
+    stagnant blood is darkest on one side (apex, free wall), ``s = 0`` dims the pool evenly.
+
+    Args:
+      image: ``(H, W)`` or ``(H, W, C)`` magnitudes (not yet normalised); labels: ``(H, W)``.
+    Returns:
+      the dimmed image, float32, the shape of ``image`` (a copy; a slice without blood pool comes back as is).
+    """
+    x = np.array(image, np.float32, copy=True)
+    labels = np.asarray(labels)
+    if labels.shape != x.shape[:2]:
+        raise ValueError(f"labels {labels.shape} and image {x.shape} differ in-plane")
+    lo, hi = (float(v) for v in factor_range)
+    if not (0 <= lo <= hi <= 1):
+        raise ValueError(f"blood_pool_factor must be 0 <= low <= high <= 1, got {factor_range}")
+    classes = [3, 1] if rng.uniform() < rv_prob else [3]
+    f = rng.uniform(lo, hi)
+    a = rng.uniform(0.0, 2 * math.pi)
+    s = rng.uniform()
+    pool = np.isin(labels, classes)
+    if not pool.any():
+        return x
+    ii, jj = np.nonzero(pool)
+    proj = math.cos(a) * ii + math.sin(a) * jj
+    span = max(float(proj.max() - proj.min()), 1e-6)
+    d = 2 * (proj - proj.min()) / span - 1
+    w = np.zeros(labels.shape, np.float32)
+    p = ndimage.gaussian_filter(pool.astype(np.float32), edge_sigma_vox) if edge_sigma_vox > 0 else pool
+    w[ii, jj] = p[ii, jj] * (1 - s * (1 + d) / 2)
+    scale = 1 - np.float32(1 - f) * w
+    return x * (scale if x.ndim == 2 else scale.reshape(scale.shape + (1,) * (x.ndim - 2)))
 
 
 def _centre(shape) -> np.ndarray:

@@ -112,6 +112,8 @@ def carson_batch(pool, seed: int, step: int, batch_size: int, *, augment: aug.Au
             zn = int(np.clip(z + (1 if rng.uniform() < 0.5 else -1), 0, s.image.shape[3] - 1))
             wn = np.float32(rng.uniform(0.0, 0.5))
             image = (1 - wn) * image + wn * s.image[t, :, :, zn, None]
+        if augment is not None and augment.blood_pool_prob > 0 and rng.uniform() < augment.blood_pool_prob:
+            image = aug.dim_blood_pool(image, s.labels[t, :, :, z], rng, augment.blood_pool_factor)
         inputs.append(aug.transform_image(image, tr))
         labels.append(aug.transform_labels(s.labels[t, :, :, z], tr))
         frames.append(t)
