@@ -266,3 +266,43 @@ def test_dense_elastic_warp_is_the_spline_zoom_of_its_control_vectors_and_is_reu
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
     assert _dense_warp(w.tobytes(), w.shape, (40, 36)) is got and not got.flags.writeable
     assert _dense_warp.cache_info().hits == 1
+
+
+def _disc_slice(n=32):
+    # A bright LV cavity (label 3, radius 6) in a myocardial ring (label 2), an RV patch (label 1), background 10.
+    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    r = np.hypot(i - 16, j - 16)
+    lab = np.where(r < 6, 3, np.where(r < 9, 2, 0)).astype(np.uint8)
+    lab[2:8, 4:28] = 1
+    img = np.where(lab == 3, 300.0, np.where(lab == 2, 100.0, np.where(lab == 1, 280.0, 10.0))).astype(np.float32)
+    return img, lab
+
+
+def test_dim_blood_pool_scales_only_the_pool_down_to_the_drawn_factor():
+    img, lab = _disc_slice()
+    for seed in range(20):
+        out = aug.dim_blood_pool(img, lab, np.random.default_rng(seed), (0.4, 0.4), edge_sigma_vox=0.0)
+        ratio = out / img
+        pool = (lab == 3) | ((lab == 1) & (ratio[lab == 1] < 1).any())  # the RV when it was drawn
+        np.testing.assert_array_equal(out[~np.isin(lab, (1, 3))], img[~np.isin(lab, (1, 3))])
+        # The factor is reached on the darkest side of the ramp across the pool (w = 1 there) and never passed.
+        assert ratio[pool].min() == pytest.approx(0.4, abs=1e-6)
+        assert ratio[pool].max() <= 1.0 and ratio.min() >= 0.4 - 1e-6
+    # Both branches of the RV draw occur over 20 seeds: the RV is either untouched or dimmed.
+    rv_dimmed = [bool((aug.dim_blood_pool(img, lab, np.random.default_rng(s), (0.4, 0.4))[lab == 1] < 280).any())
+                 for s in range(20)]
+    assert any(rv_dimmed) and not all(rv_dimmed)
+
+
+def test_dim_blood_pool_identity_cases_and_channel_axis():
+    img, lab = _disc_slice()
+    np.testing.assert_array_equal(aug.dim_blood_pool(img, lab, np.random.default_rng(0), (1.0, 1.0)), img)
+    no_pool = np.where(np.isin(lab, (1, 3)), 2, lab)
+    np.testing.assert_array_equal(aug.dim_blood_pool(img, no_pool, np.random.default_rng(0)), img)
+    flat = aug.dim_blood_pool(img, lab, np.random.default_rng(3))
+    chan = aug.dim_blood_pool(img[..., None], lab, np.random.default_rng(3))
+    np.testing.assert_array_equal(chan[..., 0], flat)
+    with pytest.raises(ValueError, match="blood_pool_factor"):
+        aug.dim_blood_pool(img, lab, np.random.default_rng(0), (0.8, 0.3))
+    with pytest.raises(ValueError, match="differ in-plane"):
+        aug.dim_blood_pool(img, lab[:-1], np.random.default_rng(0))

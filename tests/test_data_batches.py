@@ -185,3 +185,25 @@ def test_vcn_targets_follow_the_augmented_image():
         assert np.all(np.abs(np.asarray(peak) - b["centre"][e]) <= 0.5 + 1e-6)
     np.testing.assert_allclose(b["targets"][..., 0], np.asarray(vcn.gaussian_heatmap(b["centre"], (M, M))),
                                atol=1e-6)
+
+
+def test_blood_pool_dimming_changes_only_inputs_and_is_off_by_default(pool):
+    base = aug.AugmentConfig()
+    plain = bt.carson_batch(pool, 2, 0, 6, augment=base, heart_only=True)
+    # Off (the default): no extra draw, the stream and every field as before.
+    assert _equal(plain, bt.carson_batch(pool, 2, 0, 6, augment=base._replace(blood_pool_prob=0.0), heart_only=True))
+    dim = bt.carson_batch(pool, 2, 0, 6, augment=base._replace(blood_pool_prob=1.0, blood_pool_factor=(0.3, 0.3)),
+                          heart_only=True)
+    for k in ("labels", "subject", "frame", "slice"):
+        np.testing.assert_array_equal(dim[k], plain[k])
+    assert not np.allclose(dim["inputs"], plain["inputs"])
+    # Without augmentation otherwise: the LV cavity is darker relative to the myocardium than in the raw slice.
+    none = aug.AugmentConfig(rotation_deg=0.0, translation_vox=0.0, mirror_prob=0.0, gamma=(1.0, 1.0))
+    raw = bt.carson_batch(pool, 2, 0, 6, augment=none, heart_only=True)
+    dimmed = bt.carson_batch(pool, 2, 0, 6, augment=none._replace(blood_pool_prob=1.0, blood_pool_factor=(0.3, 0.3)),
+                             heart_only=True)
+    for e in range(6):
+        lab = raw["labels"][e]
+        if (lab == 3).any() and (lab == 2).any():
+            gap = lambda x: x[lab == 3].mean() - x[lab == 2].mean()  # noqa: E731
+            assert gap(dimmed["inputs"][e, ..., 0]) < gap(raw["inputs"][e, ..., 0])
