@@ -50,8 +50,9 @@ def _world_to_axes(u_world, affine):
 
 def test_every_output_file_is_written_with_the_input_geometry(analysed, phantom):
     result, out = analysed
-    for name in OUTPUT_FILES.values():
-        assert (out / name).is_file(), name
+    for key, name in OUTPUT_FILES.items():
+        # The vector bull's-eyes only with publication_figures (test_publication_figures_only_on_request).
+        assert (out / name).is_file() == (key not in ("polar_map_svg", "polar_map_pdf")), name
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temporary left
     cine = nib.load(phantom / "patient001_4d.nii.gz")
     x, y, z, t = cine.shape
@@ -362,3 +363,38 @@ def test_cli_precision_choices_are_the_libraries():
     add_arguments(parser)
     action = next(a for a in parser._actions if a.dest == "precision")
     assert tuple(action.choices) == PRECISIONS and action.default == "float32"
+
+
+def test_publication_figures_only_on_request(analysed, tmp_path):
+    """By default one 150 dpi polar_map.png (no SVG or PDF, none listed in results.json); with
+    publication_figures a 300 dpi PNG, an SVG and a PDF, listed in results.json."""
+    import dataclasses
+
+    from PIL import Image
+
+    from deepstrain_jax.analysis import outputs
+
+    result, out = analysed
+    assert not (out / "polar_map.svg").exists() and not (out / "polar_map.pdf").exists()
+    assert {"polar_map_svg", "polar_map_pdf"}.isdisjoint(json.loads((out / "results.json").read_text())["outputs"])
+    n_panels = 3
+    assert Image.open(out / "polar_map.png").size[0] == round(4.4 * n_panels * 150)
+
+    results = {**result.results, "options": {**result.results["options"], "publication_figures": True}}
+    folder = outputs.write_subject(dataclasses.replace(result, results=results), tmp_path / "print")
+    assert Image.open(folder / "polar_map.png").size[0] == round(4.4 * n_panels * 300)
+    assert (folder / "polar_map.svg").read_bytes().startswith(b"<?xml")
+    assert (folder / "polar_map.pdf").read_bytes().startswith(b"%PDF")
+    listed = json.loads((folder / "results.json").read_text())["outputs"]
+    assert listed["polar_map_svg"] == "polar_map.svg" and listed["polar_map_pdf"] == "polar_map.pdf"
+
+
+def test_cli_publication_figures_flag_reaches_the_options():
+    import argparse
+
+    from deepstrain_jax.commands.analyze import add_arguments, options_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert options_from_args(parser.parse_args(["in", "--out", "o"])).publication_figures is False
+    assert options_from_args(parser.parse_args(["in", "--out", "o", "--publication-figures"])).publication_figures is True

@@ -85,3 +85,34 @@ def test_separable_to_native_equals_map_coordinates():
         got = grids.to_native(vol, plan, crop)
         assert got.shape == ref.shape == shape + (3,) and got.dtype == np.float32
         np.testing.assert_allclose(got, ref, atol=2e-6)
+
+
+def test_native_strain_frame_at_myocardium_points_equals_the_whole_grid_rule():
+    """NativeMaps.strain_frame (the stencil at the native ED-myocardium voxels only) against the whole-grid rule
+    ``L[m v] / L[m]`` of masked_to_native (scipy map_coordinates behind to_native), NaN elsewhere: a crop that
+    overhangs the field of view, both z orders, a transposed file order."""
+    from deepstrain_jax.analysis import grids
+
+    rng = np.random.default_rng(5)
+    for shape, spacing, align, reverse in (((97, 83, 9), (1.7, 1.7, 9.0), "centre", True),
+                                           ((40, 52, 6), (0.9, 0.9, 7.5), "corner", False)):
+        plan = pp.plan_resampling(shape, spacing, inplane_mm=1.25, n_slices=16, align=align)
+        crop = pp.plan_crop(plan.out_shape, (plan.out_shape[0] * 0.6, plan.out_shape[1] * 0.3), 96)
+        comps = rng.normal(size=(2, 96, 96, 16, 3)).astype(np.float32)
+        myo = rng.uniform(size=(96, 96, 16)) < 0.4
+        myo_native = rng.uniform(size=shape) < 0.3
+        inverse = (1, 0, 2)
+        maps = grids.NativeMaps(np.zeros((2, 96, 96, 16, 3), np.float32), comps, myo, myo_native, plan, crop,
+                                reverse, np.eye(3), inverse)
+        z = slice(None, None, -1) if reverse else slice(None)
+        for t in range(2):
+            m = myo[:, :, z].astype(np.float32)
+            num = pp.invert_resampling(pp.invert_crop(comps[t][:, :, z] * m[..., None], crop), plan, order=1)
+            den = pp.invert_resampling(pp.invert_crop(m, crop), plan, order=1)
+            ref = np.where(den[..., None] > 1e-6, num / np.maximum(den, 1e-6)[..., None], 0.0)
+            ref = np.transpose(np.where(myo_native[..., None], ref, np.nan), inverse + (3,))
+            got = maps.strain_frame(t)
+            assert got.shape == ref.shape and got.dtype == np.float32
+            np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+            np.testing.assert_allclose(got, ref, atol=1e-5, equal_nan=True)
+            assert np.abs(np.nan_to_num(got)).max() > 0.5   # not all zero

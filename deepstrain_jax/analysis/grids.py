@@ -100,6 +100,44 @@ def masked_to_native(values, mask, plan, crop) -> np.ndarray:
     return np.where(den[..., None] > 1e-6, num / np.maximum(den, 1e-6)[..., None], 0.0).astype(np.float32)
 
 
+def native_point_stencil(points, plan: pp.Resampling, crop: pp.Crop, n_slices: int, reverse: bool = False):
+    """The linear stencil of :func:`to_native` at chosen native voxels: network-grid corners and weights.
+
+    ``to_native(v)[p] = sum_k w[p, k] v[corner k of p]`` for a network-grid ``v (N, N, Z, ...)``, with corners
+    outside the crop window weighing nothing (:func:`to_native` pastes the window into zeros). With
+    ``reverse`` the network grid's z axis is flipped first (``v[:, :, ::-1]``), so the corners index the
+    unflipped array.
+
+    Args:
+      points: ``(P, 3)`` integer voxels of the slice-last native grid (``plan.in_shape``).
+      plan, crop: the network grid's map from that grid; n_slices: ``Z`` of the network grid.
+    Returns:
+      ``(flat (P, 8) int, w (P, 8) float64)``: C-order flat indices into ``(N, N, Z)`` and weights (0 for
+      corners outside the window, whose index is then 0).
+    """
+    points = np.asarray(points, np.float64).reshape(-1, 3)
+    axes = []
+    for d in range(3):
+        n = plan.out_shape[d]
+        q = (points[:, d] - plan.offset[d]) / plan.ratio[d]
+        f = np.clip(np.floor(q), 0, max(n - 2, 0))
+        a = np.clip(q - f, 0.0, 1.0) if n > 1 else np.zeros_like(q)
+        f = f.astype(np.intp)
+        idx = np.stack([f, np.minimum(f + 1, n - 1)], axis=1)           # (P, 2) on the resampled grid
+        wt = np.stack([1.0 - a, a], axis=1)
+        if d < 2:
+            idx = idx - crop.start[d]                                    # -> window coordinates
+            ok = (idx >= 0) & (idx < crop.size)
+        else:
+            idx = (n_slices - 1 - idx) if reverse else idx
+            ok = (idx >= 0) & (idx < n_slices)
+        axes.append((np.where(ok, idx, 0), np.where(ok, wt, 0.0)))
+    (i0, w0), (i1, w1), (i2, w2) = axes
+    flat = (i0[:, :, None, None] * crop.size + i1[:, None, :, None]) * n_slices + i2[:, None, None, :]
+    w = w0[:, :, None, None] * w1[:, None, :, None] * w2[:, None, None, :]
+    return flat.reshape(-1, 8), w.reshape(-1, 8)
+
+
 class NativeMaps:
     """Displacement and strain of the network grid, mapped to the native grid frame by frame on demand.
 
@@ -137,12 +175,30 @@ class NativeMaps:
         """``(X, Y, Z, 3)`` float32 world displacement ED -> frame ``t`` (mm)."""
         return np.stack([self.displacement_component(t, c) for c in range(3)], axis=-1)
 
+    def _myo_stencil(self):
+        """``(points, flat, wm, den)``: the native ED-myocardium voxels, their :func:`native_point_stencil`, the
+        weights times the network-grid ED myocardium, and their sums (made once, used by every frame)."""
+        if getattr(self, "_stencil", None) is None:
+            points = np.argwhere(self.myo_native)
+            flat, w = native_point_stencil(points, self.plan, self.crop, self.myo.shape[2], self.reverse)
+            wm = w * np.asarray(self.myo, np.float64).ravel()[flat]
+            self._stencil = (points, flat, wm, wm.sum(axis=1))
+        return self._stencil
+
     def strain_frame(self, t: int) -> np.ndarray:
         """``(X, Y, Z, 3)`` float32 radial, circumferential, longitudinal strain at frame ``t``, within the ED
-        myocardium; NaN elsewhere (so that "outside" and "no strain" are not both 0)."""
-        z = self._zflip()
-        maps = masked_to_native(self.components[t][:, :, z], self.myo[:, :, z], self.plan, self.crop)
-        maps = np.where(self.myo_native[..., None], maps, np.nan).astype(np.float32)
+        myocardium; NaN elsewhere (so that "outside" and "no strain" are not both 0).
+
+        The value at a native ED-myocardium voxel is ``L[m v] / L[m]`` (:func:`masked_to_native`: the linear
+        interpolation of the strain over the network-grid ED myocardium ``m`` only; 0 where ``L[m] = 0``),
+        computed at those voxels alone (:func:`native_point_stencil`) instead of over the whole grid."""
+        points, flat, wm, den = self._myo_stencil()
+        values = np.asarray(self.components[t], np.float64).reshape(-1, 3)[flat]      # (P, 8, 3)
+        num = np.einsum("pk,pkc->pc", wm, values)
+        inside = den > 1e-6
+        point_values = np.where(inside[:, None], num / np.where(inside, den, 1.0)[:, None], 0.0)
+        maps = np.full(self.myo_native.shape + (3,), np.nan, np.float32)
+        maps[tuple(points.T)] = point_values
         return np.transpose(maps, self.inverse + (3,))
 
     def displacement(self) -> np.ndarray:

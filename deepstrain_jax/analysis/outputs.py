@@ -25,8 +25,8 @@ The native-grid maps are computed and written one frame at a time
   every CSV starts with a subject column;
 * ``qc_montage.png``: segmentation contours over the image at ED and ES on every slice of the network grid,
   and the AHA sectors on a mid slice (first in the report);
-* ``polar_map.png`` (300 dpi), ``.svg`` and ``.pdf``: circumferential, radial and longitudinal ESS bull's-eyes
-  side by side, with segment numbers and fixed colour limits
+* ``polar_map.png`` (150 dpi; with ``publication_figures``: 300 dpi, and ``polar_map.svg`` and ``.pdf``):
+  circumferential, radial and longitudinal ESS bull's-eyes side by side, with segment numbers and fixed colour limits
   (:data:`deepstrain_jax.report.plots.STRAIN_LIMITS_PCT`),
   ``curves.png``, ``report.html`` (self-contained).
 
@@ -240,17 +240,20 @@ def aha_curves_csv(results: dict) -> str:
 
 
 def figures(results: dict) -> dict[str, bytes]:
-    """``{"polar_map.png", "polar_map.svg", "polar_map.pdf", "curves.png"}`` for one subject's results (no polar
-    map when the AHA segments were not placed). The bull's-eyes use the fixed colour limits of
+    """``{"polar_map.png", "curves.png"}`` for one subject's results, with ``polar_map.svg`` and ``polar_map.pdf``
+    when the option ``publication_figures`` is set (no polar map when the AHA segments were not placed). The bull's-eyes use the fixed colour limits of
     :data:`deepstrain_jax.report.plots.STRAIN_LIMITS_PCT`, updated by the option ``bullseye_limits_pct``."""
     images = {}
     aha = results["aha"]
     experimental = tuple((results["strain"].get("experimental") or {}).get("directions") or ())
     if aha is not None:
         limits = {d: (lo, hi) for d, lo, hi in results["options"].get("bullseye_limits_pct") or ()}
+        publication = bool(results["options"].get("publication_figures"))
         maps = plots.strain_polar_maps(
             {d: aha["ess_pct"][d] for d in ("circumferential", "radial", "longitudinal")}, limits=limits,
-            title=f"{results['subject']}: end-systolic strain (%)", experimental=experimental)
+            title=f"{results['subject']}: end-systolic strain (%)", experimental=experimental,
+            formats=plots.PUBLICATION_FORMATS if publication else ("png",),
+            dpi=plots.PUBLICATION_DPI if publication else plots.REPORT_DPI)
         images.update({f"polar_map.{fmt}": data for fmt, data in maps.items()})
     vols = results["volumes"]["curves_ml"]
 
@@ -317,12 +320,15 @@ def _write_subject_claimed(result, out_dir, overwrite, atomic_directory, render_
             title=f"{results['subject']}: segmentation at ED and ES (network grid, base -> apex)")}
         images.update(figures(results))
         parts = {"figures": round(time.perf_counter() - t0, 3)}
-        dropped = set()
-        if "polar_map.png" not in images:
-            dropped |= {"polar_map", "polar_map_svg", "polar_map_pdf"}
+        listed = dict(results["outputs"])
+        for key in ("polar_map", "polar_map_svg", "polar_map_pdf"):  # listed exactly when drawn
+            if OUTPUT_FILES[key] in images:
+                listed[key] = OUTPUT_FILES[key]
+            else:
+                listed.pop(key, None)
         if grid == "none":
-            dropped.add("displacement")
-        results["outputs"] = {k: v for k, v in results["outputs"].items() if k not in dropped}
+            listed.pop("displacement", None)
+        results["outputs"] = listed
         if itk:
             results["outputs"]["displacement_itk"] = f"{ITK_FOLDER}/frame_TTT.nii.gz"
         t0 = time.perf_counter()

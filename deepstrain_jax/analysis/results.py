@@ -72,6 +72,7 @@ OUTPUT_FILES = {"segmentation": "segmentation.nii.gz", "displacement": "displace
                 "polar_map_svg": "polar_map.svg", "polar_map_pdf": "polar_map.pdf",
                 "curves_plot": "curves.png", "report": "report.html", "segmentation_labels": "segmentation_labels.txt",
                 "aha_curves": "aha_curves.csv", "qc_montage": "qc_montage.png", "run": "run.json"}
+PUBLICATION_ONLY = ("polar_map_svg", "polar_map_pdf")  # written with AnalysisOptions.publication_figures only
 
 
 def _f(x) -> float | None:
@@ -207,7 +208,8 @@ def build_results(*, cine, networks, options, grid, volumes, ed, es, ed_source, 
                "coverage": None if coverage is None else {k: coverage[k] for k in ("n_slices", "lv_slices",
                                                                                    "apex_covered")},
                "warnings": list(warnings)},
-        "outputs": dict(OUTPUT_FILES),
+        "outputs": {k: v for k, v in OUTPUT_FILES.items()
+                    if options.publication_figures or k not in PUBLICATION_ONLY},
     }
 
 

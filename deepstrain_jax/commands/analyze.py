@@ -62,6 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bullseye-limits", action="append", default=[], metavar="DIRECTION=LO,HI",
                         help="colour limits (%%) of a strain bull's-eye, e.g. radial=-50,50 (repeatable; defaults: "
                              "circumferential and longitudinal -30,30, radial -60,60)")
+    parser.add_argument("--publication-figures", action="store_true",
+                        help="also write the strain bull's-eyes for print: polar_map.png at 300 dpi, polar_map.svg "
+                             "and polar_map.pdf (about 1 s a subject; default: a 150 dpi polar_map.png only)")
     parser.add_argument("--pair-batch", type=int, default=2, metavar="B", help="CarMEN pairs per call (default 2)")
     parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
                         help="network compute precision: bfloat16 runs the convolutions on bfloat16 with float32 "
@@ -101,7 +104,7 @@ def options_from_args(args: argparse.Namespace):
             frame_interval_s=None if args.frame_interval_ms is None else args.frame_interval_ms / 1000.0,
             heart_rate_bpm=args.heart_rate, slice_order=args.slice_order.replace("-", "_"), centre=args.centre,
             legacy=args.legacy, displacement=args.displacement, itk_displacement=args.itk_displacement,
-            bullseye_limits_pct=_limits(args.bullseye_limits))
+            bullseye_limits_pct=_limits(args.bullseye_limits), publication_figures=args.publication_figures)
     except ValueError as e:
         from deepstrain_jax.errors import InputError
 

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 from deepstrain_jax.report.bullseye import (  # noqa: F401  (the bull's-eyes, also reachable here)
     PUBLICATION_DPI,
+    PUBLICATION_FORMATS,
+    REPORT_DPI,
     STRAIN_LIMITS_PCT,
     STRAIN_SD_LIMITS_PCT,
     bullseye_png,
