@@ -398,3 +398,21 @@ def test_cli_publication_figures_flag_reaches_the_options():
     add_arguments(parser)
     assert options_from_args(parser.parse_args(["in", "--out", "o"])).publication_figures is False
     assert options_from_args(parser.parse_args(["in", "--out", "o", "--publication-figures"])).publication_figures is True
+
+
+def test_motion_fills_out_at_out_index_with_the_fields_of_separate_calls(networks):
+    n, z = networks.grid
+    rng = np.random.default_rng(0)
+    fixed = rng.normal(size=(n, n, z)).astype(np.float32)
+    moving = rng.normal(size=(3, n, n, z)).astype(np.float32)
+    plain = networks.motion(fixed, moving)           # pairs 0, 1 in one batch, pair 2 padded
+    out = np.full((5, n, n, z, 3), 7.0, np.float32)
+    assert networks.motion(fixed, moving, out=out, out_index=[4, 0, 2]) is out
+    for k, i in enumerate((4, 0, 2)):
+        np.testing.assert_array_equal(out[i], plain[k])
+    np.testing.assert_array_equal(out[[1, 3]], 7.0)
+    # Each pair on its own gives its field: nothing of a batch neighbour or of the padding leaks in.
+    for k in range(3):
+        np.testing.assert_allclose(networks.motion(fixed, moving[k:k + 1])[0], plain[k], atol=1e-5)
+    with pytest.raises(ValueError, match="out_index has 2 entries for 3"):
+        networks.motion(fixed, moving, out=out, out_index=[0, 1])

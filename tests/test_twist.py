@@ -61,6 +61,9 @@ def test_rigid_rotations_translations_and_handedness():
     left = np.diag([-1.0, 1.0, 1.0])
     np.testing.assert_allclose(twist.slice_rotation_deg(u, myo, spacing, left), -rot, atol=1e-9)
     np.testing.assert_allclose(twist.slice_rotation_deg(u, myo, spacing, right, base_first=False), -rot, atol=1e-9)
+    # The same field in voxels, scaled to mm as it is read (u_scale): the same rotations.
+    u_vox = u / spacing
+    np.testing.assert_allclose(twist.slice_rotation_deg(u_vox, myo, spacing, right, u_scale=spacing), rot, atol=1e-9)
     tt = twist.twist_torsion(rot, spacing)
     assert tt["peak_twist_deg"] == pytest.approx(10.0 - 5.0) and tt["torsion_deg_per_cm"] == pytest.approx(5.0 / 1.6)
     assert twist.twist_torsion(rot[:, :1], spacing)["peak_twist_deg"] is None

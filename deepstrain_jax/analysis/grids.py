@@ -62,22 +62,23 @@ def grid_affine(affine, plan: pp.Resampling, crop: pp.Crop, reverse: bool) -> np
     return a
 
 
-def to_native(volume, plan: pp.Resampling, crop: pp.Crop) -> np.ndarray:
+def to_native(volume, plan: pp.Resampling, crop: pp.Crop, work_dtype=np.float64) -> np.ndarray:
     """Network-grid ``(N, N, Z, ...)`` -> native ``(X, Y, Z, ...)``: paste into the resampled grid, interpolate.
 
     Linear interpolation with clamp-to-edge (``map_coordinates(order=1, mode="nearest")``, as
     :func:`deepstrain_jax.data.preprocessing.invert_resampling`) at ``i_out = (i_in - offset) / ratio``. The map
     is separable, so it runs as three 1D interpolations in float64 (no coordinate grid of the native size,
-    about 10x faster at large in-plane sizes); the result has the input's floating type (float32 otherwise).
+    about 10x faster at large in-plane sizes) in ``work_dtype``; the result has the input's floating type
+    (float32 otherwise).
     """
     volume = np.asarray(volume)
     out_dtype = volume.dtype if np.issubdtype(volume.dtype, np.floating) else np.dtype(np.float32)
-    x = pp.invert_crop(volume, crop).astype(np.float64)
+    x = pp.invert_crop(volume, crop).astype(work_dtype)
     for d in range(3):
         n = plan.out_shape[d]
         q = (np.arange(plan.in_shape[d], dtype=np.float64) - plan.offset[d]) / plan.ratio[d]
         f = np.clip(np.floor(q), 0, max(n - 2, 0))
-        a = np.clip(q - f, 0.0, 1.0) if n > 1 else np.zeros_like(q)
+        a = (np.clip(q - f, 0.0, 1.0) if n > 1 else np.zeros_like(q)).astype(work_dtype)
         f = f.astype(np.intp)
         shape = [1] * x.ndim
         shape[d] = -1
@@ -87,8 +88,11 @@ def to_native(volume, plan: pp.Resampling, crop: pp.Crop) -> np.ndarray:
 
 
 def labels_to_native(probs, plan, crop) -> np.ndarray:
-    """Arg-max of the class probabilities ``(N, N, Z, 4)`` interpolated to the native grid; background outside."""
-    fg = to_native(probs[..., 1:], plan, crop)
+    """Arg-max of the class probabilities ``(N, N, Z, 4)`` interpolated to the native grid; background outside.
+
+    Interpolated in float32 (probabilities in [0, 1]: the arg-max changes only where two classes are within
+    about 1e-7 of each other)."""
+    fg = to_native(np.asarray(probs[..., 1:], np.float32), plan, crop, np.float32)
     return np.concatenate([1.0 - fg.sum(-1, keepdims=True), fg], axis=-1).argmax(-1).astype(np.uint8)
 
 

@@ -244,24 +244,33 @@ class Networks:
             probs = np.asarray(self.carson.apply(self.carson.variables, x))
         return np.moveaxis(probs, 0, 2)
 
-    def motion(self, fixed, moving_frames) -> np.ndarray:
+    def motion(self, fixed, moving_frames, *, out=None, out_index=None) -> np.ndarray:
         """CarMEN displacement ``(K, N, N, Z, 3)`` (network voxels) from ``fixed (N, N, Z)`` to each moving frame.
 
         Args:
           fixed: the reference volume (ED), ``(N, N, Z)``.
           moving_frames: ``(K, N, N, Z)``. Pairs ``[fixed, moving_k]`` are z-scored per channel and run
             ``pair_batch`` at a time.
+          out, out_index: write pair ``k``'s field into ``out[out_index[k]]`` (default ``out[k]``) and return
+            ``out``, instead of a new array (no second copy of a whole sequence of fields).
         """
         fixed = zscore(np.asarray(fixed), (0, 1, 2))
         moving = np.asarray(moving_frames)
         k = moving.shape[0]
-        out = []
+        if out is None:
+            out = np.empty((k, *fixed.shape, 3), np.float32)
+        index = range(k) if out_index is None else [int(i) for i in out_index]
+        if len(index) != k:
+            raise ValueError(f"out_index has {len(index)} entries for {k} moving frames")
         b = self.pair_batch
+        batch = np.empty((b, *fixed.shape, 2), np.float32)
+        batch[..., 0] = fixed
         for start in range(0, k, b):
-            chunk = [np.stack([fixed, zscore(moving[i], (0, 1, 2))], axis=-1) for i in range(start, min(start + b, k))]
-            n_real = len(chunk)
-            chunk += [chunk[-1]] * (b - n_real)  # fixed batch shape: one compilation
+            n_real = min(start + b, k) - start
+            for j in range(b):  # the last chunk is padded with its last pair: one batch shape, one compilation
+                batch[j, ..., 1] = zscore(moving[start + min(j, n_real - 1)], (0, 1, 2))
             with timed(self.seconds, "carmen"):
-                u = np.asarray(self.carmen.apply(self.carmen.variables, np.stack(chunk)))
-            out.append(u[:n_real])
-        return np.concatenate(out, axis=0) if out else np.zeros((0, *fixed.shape, 3), np.float32)
+                u = np.asarray(self.carmen.apply(self.carmen.variables, batch))
+            for j in range(n_real):
+                out[index[start + j]] = u[j]
+        return out

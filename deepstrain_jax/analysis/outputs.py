@@ -85,11 +85,19 @@ def _vector_writer(path: Path, shape, affine, frame_interval_s, grid: str):
                        descrip=f"displacement ED->t mm components=world grid={grid}")  # read by eval.datasets.cmac
 
 
-def _network_world_displacement(grid) -> tuple[np.ndarray, np.ndarray]:
-    """``(u_world (T, N, N, Z, 3) float32 mm, affine)``: the network-grid motion in world components."""
+def _network_world_displacement(grid):
+    """``(component, affine)``: ``component(t, c)`` is world component ``c`` (mm, float32, ``(N, N, Z)``) of the
+    network-grid motion at frame ``t``, ``sum_j R[c, j] s_j u_vox[t, ..., j]`` (``R`` the grid's direction
+    cosines, ``s`` its voxel size), made one frame and component at a time (no whole ``(T, N, N, Z, 3)`` copy)."""
     affine = np.asarray(grid.affine, np.float64)
-    rotation = (affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)).astype(np.float32)
-    return (grid.u_vox * np.asarray(grid.spacing_mm, np.float32)) @ rotation.T, affine
+    rotation = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
+    a = (rotation * np.asarray(grid.spacing_mm, np.float64)[None, :]).astype(np.float32)  # a[c, j] = R[c, j] s_j
+    u = grid.u_vox
+
+    def component(t: int, c: int) -> np.ndarray:
+        return u[t, ..., 0] * a[c, 0] + u[t, ..., 1] * a[c, 1] + u[t, ..., 2] * a[c, 2]
+
+    return component, affine
 
 
 def _write_displacement(path: Path, result, grid: str) -> None:
@@ -97,11 +105,12 @@ def _write_displacement(path: Path, result, grid: str) -> None:
     component by component, frame by frame)."""
     dt = result.frame_interval_s
     if grid == "network":
-        u_world, affine = _network_world_displacement(result.grid)
-        with _vector_writer(path, u_world.shape[1:4] + u_world.shape[:1] + (3,), affine, dt, grid) as w:
+        component, affine = _network_world_displacement(result.grid)
+        shape = result.grid.u_vox.shape  # (T, N, N, Z, 3)
+        with _vector_writer(path, shape[1:4] + shape[:1] + (3,), affine, dt, grid) as w:
             for c in range(3):
-                for t in range(u_world.shape[0]):
-                    w.write(u_world[t, ..., c])
+                for t in range(shape[0]):
+                    w.write(component(t, c))
         return
     native = result.native
     with _vector_writer(path, native.shape + (native.n_frames, 3), result.affine, dt, grid) as w:
@@ -129,9 +138,8 @@ def _write_itk_displacement(folder: Path, result, grid: str) -> None:
         frames, shape, affine = native.n_frames, native.shape, result.affine
         component = native.displacement_component
     else:
-        u_world, affine = _network_world_displacement(result.grid)
-        frames, shape = u_world.shape[0], u_world.shape[1:4]
-        component = lambda t, c: u_world[t, ..., c]                                # noqa: E731
+        component, affine = _network_world_displacement(result.grid)
+        frames, shape = result.grid.u_vox.shape[0], result.grid.u_vox.shape[1:4]
     for t in range(frames):
         with FrameWriter(folder / f"frame_{t:03d}.nii.gz", shape + (1, 3), np.float32, affine, None,
                          intent=(NIFTI_INTENT_VECTOR, "displacement_lps"),

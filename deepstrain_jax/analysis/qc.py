@@ -53,13 +53,13 @@ def folding_statistics(det_f, mask) -> dict:
       ``{"folded_fraction", "folded_fraction_worst_frame", "worst_frame", "det_f": {min, p01, median, p99,
       max}}`` (floats; NaN when the mask is empty).
     """
-    det_f = np.asarray(det_f, np.float64)
+    det_f = np.asarray(det_f)
     mask = np.asarray(mask, bool)
     if not mask.any():
         nan = float("nan")
         return {"folded_fraction": nan, "folded_fraction_worst_frame": nan, "worst_frame": None,
                 "det_f": {k: nan for k in ("min", "p01", "median", "p99", "max")}}
-    values = det_f[:, mask]  # (T, M)
+    values = det_f[:, mask].astype(np.float64)  # (T, M): only the masked voxels converted
     per_frame = (values <= 0).mean(axis=1)
     worst = int(np.argmax(per_frame))
     q = np.percentile(values, [0, 1, 50, 99, 100])

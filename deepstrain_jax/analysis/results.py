@@ -111,8 +111,9 @@ def _twist(grid, ed: int) -> dict:
     affine = np.asarray(grid.affine, np.float64)
     direction = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
     myo = np.asarray(grid.segmentation)[ed] == 2
-    u_mm = np.asarray(grid.u_vox) * np.asarray(grid.spacing_mm, np.float32)
-    rotation = twist.slice_rotation_deg(u_mm, myo, grid.spacing_mm, direction, base_first=True)
+    # The myocardial voxels' displacement, scaled to mm as it is read (float32, as the whole field was before).
+    rotation = twist.slice_rotation_deg(np.asarray(grid.u_vox), myo, grid.spacing_mm, direction, base_first=True,
+                                        u_scale=np.asarray(grid.spacing_mm, np.float32))
     tt = twist.twist_torsion(rotation, grid.spacing_mm, base_first=True)
     return {k: (_list(v) if isinstance(v, np.ndarray) else (_f(v) if isinstance(v, float) else v))
             for k, v in tt.items()}

@@ -204,9 +204,10 @@ def motion_stage(frames: Frames, seg: Segmentation, vols: Volumes, networks: Net
     """(ED, t) for every other frame; (ES, ED) for the cycle closure; folding over the ED myocardium."""
     ed, es, raw = frames.ed, vols.es, seg.raw
     spacing = np.asarray(seg.stack.resampling.out_spacing_mm, np.float64)
-    u_vox = np.zeros(raw.shape + (3,), np.float32)
+    u_vox = np.empty(raw.shape + (3,), np.float32)
+    u_vox[ed] = 0.0
     others = [t for t in range(raw.shape[0]) if t != ed]
-    u_vox[others] = networks.motion(raw[ed], raw[others])
+    networks.motion(raw[ed], raw[others], out=u_vox, out_index=others)
     labels_ed = np.ascontiguousarray(seg.labels[ed])
     myo = labels_ed == LV_MYOCARDIUM
     if not myo.any() or not (labels_ed == LV_CAVITY).any():

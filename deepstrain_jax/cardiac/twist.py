@@ -20,7 +20,7 @@ import numpy as np
 
 
 def slice_rotation_deg(u_mm, myocardium, spacing_mm, direction, *, base_first: bool = True,
-                       min_voxels: int = 20) -> np.ndarray:
+                       min_voxels: int = 20, u_scale=None) -> np.ndarray:
     """``(T, Z)`` rotation (degrees, module convention) of each slice's ED myocardium; NaN for slices with fewer
     than ``min_voxels`` voxels.
 
@@ -30,8 +30,11 @@ def slice_rotation_deg(u_mm, myocardium, spacing_mm, direction, *, base_first: b
       spacing_mm: ``(3,)`` voxel size; direction: ``(3, 3)`` direction cosines of the array axes in world
         (the affine's columns normalised), whose determinant's sign is the frame's handedness.
       base_first: slice 0 is basal.
+      u_scale: ``(3,)`` factors applied to the components of ``u_mm`` as they are read (e.g. the voxel size,
+        when ``u_mm`` holds displacements in voxels), so that the whole field is never scaled.
     """
     u = np.asarray(u_mm)  # only the myocardial voxels are converted to float64, below
+    scale = None if u_scale is None else np.asarray(u_scale)[:2]  # its dtype kept: float32 x float32 stays float32
     myo = np.asarray(myocardium, bool)
     s = np.asarray(spacing_mm, np.float64)
     handed = float(np.sign(np.linalg.det(np.asarray(direction, np.float64))))
@@ -43,7 +46,8 @@ def slice_rotation_deg(u_mm, myocardium, spacing_mm, direction, *, base_first: b
             continue
         p = np.stack([ii * s[0], jj * s[1]], axis=-1)                   # (n, 2)
         r0 = p - p.mean(axis=0)
-        q = p + u[:, ii, jj, k, :2].astype(np.float64)                   # (T, n, 2): every frame at once
+        uk = u[:, ii, jj, k, :2] if scale is None else u[:, ii, jj, k, :2] * scale
+        q = p + uk.astype(np.float64)                                    # (T, n, 2): every frame at once
         r1 = q - q.mean(axis=1, keepdims=True)
         angle = np.arctan2(r0[:, 0] * r1[..., 1] - r0[:, 1] * r1[..., 0], (r0 * r1).sum(axis=-1))
         out[:, k] = sense * np.degrees(angle.mean(axis=1))
