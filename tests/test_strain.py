@@ -444,6 +444,42 @@ def test_cardiac_strain_composition(x64):
         S.cardiac_strain(u, labels, spacing, method="spline")
 
 
+def test_cardiac_strain_on_the_lv_box_equals_the_whole_grid_on_the_myocardium():
+    """An off-centre, tilted LV with an RV beside it and a random smooth displacement: on the LV box the strain of
+    every myocardial voxel, the global means and the long axis are those of the whole grid; 0 outside the box."""
+    rng = np.random.default_rng(0)
+    spacing = np.array([1.25, 1.25, 8.0])
+    shape = (64, 60, 6)
+    X = _grid_mm(shape, spacing)
+    centre = np.array([30.0, 45.0]) + np.array([0.8, -0.5])[None, :] * np.arange(6)[:, None]   # tilted axis
+    r = np.linalg.norm(X[..., :2] - centre[None, None, :, :], axis=-1)
+    labels = np.zeros(shape, np.int32)
+    labels[r < 16] = 2
+    labels[r < 9] = 3
+    labels[(np.abs(X[..., 0] - 58) < 6) & (np.abs(X[..., 1] - 30) < 10)] = 1   # an RV patch outside the box
+    u = (ndimage.gaussian_filter(rng.normal(size=(3,) + shape + (3,)), (0, 3, 3, 1, 0)) * 20).astype(np.float32)
+    whole = S.cardiac_strain(u, labels, spacing)
+    box = S.cardiac_strain_lv_box(u, labels, spacing, margin=1)
+    myo = labels == 2
+    for name in ("rr", "cc", "ll", "rc", "rl", "cl"):
+        a, b = np.asarray(getattr(whole.components, name)), np.asarray(getattr(box.components, name))
+        assert b.shape == a.shape
+        np.testing.assert_allclose(b[:, myo], a[:, myo], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(getattr(box.global_mean, name)),
+                                   np.asarray(getattr(whole.global_mean, name)), rtol=1e-5, atol=1e-7)
+    assert np.abs(np.asarray(whole.components.rr)[:, myo]).max() > 1e-3          # a field with strain in it
+    lv = np.isin(labels, (2, 3)).any(axis=2)
+    i, j = np.nonzero(lv)
+    outside = np.ones(shape[:2], bool)
+    outside[i.min() - 1:i.max() + 2, j.min() - 1:j.max() + 2] = False
+    assert np.all(np.asarray(box.components.cc)[:, outside] == 0)
+    np.testing.assert_allclose(box.centre_line.origin_mm, whole.centre_line.origin_mm, atol=1e-9)
+    np.testing.assert_allclose(box.centre_line.direction, whole.centre_line.direction, atol=1e-9)
+    np.testing.assert_allclose(box.centre_line.slice_centroids_mm, whole.centre_line.slice_centroids_mm, atol=1e-9)
+    with pytest.raises(ValueError, match="margin"):
+        S.cardiac_strain_lv_box(u, labels, spacing, margin=0)
+
+
 # ---------------------------------------------------------------- legacy parity path
 
 

@@ -241,7 +241,8 @@ def strain_stage(frames: Frames, seg: Segmentation, motion: Motion, options: Ana
     """Strain about the fitted LV centre line, AHA segments from the RV insertion points, legacy numbers."""
     warnings = []
     try:
-        strain = strain_lib.cardiac_strain(motion.u_mm, motion.labels_ed, motion.spacing, base_first=True)
+        # On the LV's bounding box: the same strain where it is used (the ED myocardium), 0 elsewhere.
+        strain = strain_lib.cardiac_strain_lv_box(motion.u_mm, motion.labels_ed, motion.spacing, base_first=True)
     except ValueError as e:
         raise InputError(f"strain could not be computed from the ED segmentation: {e}", frames.cine.cine_path) \
             from None
