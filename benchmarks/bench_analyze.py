@@ -114,6 +114,15 @@ def _print_stages(run_json: Path) -> None:
           f"{total - net:.2f} s; outside / inside = {(total - net) / net:.2f}", flush=True)
 
 
+def _outside_inside(run_json: Path) -> float:
+    """Seconds outside the networks over seconds inside them, for one run (its ``run.json``)."""
+    import json
+
+    run = json.loads(run_json.read_text())
+    total, net = sum(run["stages_s"].values()), sum(run["networks_s"].values())
+    return (total - net) / net
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=25)
@@ -146,6 +155,10 @@ def main(argv=None) -> int:
                   flush=True)
         warm = statistics.median(runs[1:]) if args.repeats else runs[0]
         _print_stages(tmp / f"out{len(runs) - 1}" / "run.json")
+        ratios = [_outside_inside(tmp / f"out{k}" / "run.json") for k in range(1, len(runs))] or \
+            [_outside_inside(tmp / "out0" / "run.json")]
+        print(f"  outside / inside the networks, each warm run: {', '.join(f'{r:.2f}' for r in ratios)}; "
+              f"median {statistics.median(ratios):.2f}", flush=True)
         clock = defaultdict(float)
         timed = Networks(carson=_shadowed(nets.carson, {}, clock), carmen=_shadowed(nets.carmen, {}, clock),
                          vcn=_shadowed(nets.vcn, {}, clock), pair_batch=nets.pair_batch)

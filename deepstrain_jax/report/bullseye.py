@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from deepstrain_jax.cardiac.polar_map import bullseye
-from deepstrain_jax.report.figure import NAN_COLOUR, new_figure, png_bytes
+from deepstrain_jax.report.figure import NAN_COLOUR, PNG_COMPRESS_LEVEL, new_figure, png_bytes
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -194,7 +194,8 @@ def _publication_formats(fig, formats=PUBLICATION_FORMATS, dpi: int = PUBLICATIO
     for fmt in PUBLICATION_FORMATS:
         if fmt in formats:
             buf = io.BytesIO()
-            fig.savefig(buf, format=fmt, dpi=dpi, metadata=_NO_DATES[fmt])
+            extra = {"pil_kwargs": {"compress_level": PNG_COMPRESS_LEVEL}} if fmt == "png" else {}
+            fig.savefig(buf, format=fmt, dpi=dpi, metadata=_NO_DATES[fmt], **extra)
             out[fmt] = buf.getvalue()
     return out
 

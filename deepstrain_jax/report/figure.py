@@ -25,7 +25,12 @@ def new_figure(width_in: float, height_in: float) -> Figure:
     return fig
 
 
+# zlib level of the PNGs: 3 encodes the QC montage in half the time of PIL's default 6 for 3.5 % more bytes.
+PNG_COMPRESS_LEVEL = 3
+
+
 def png_bytes(fig: Figure) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None},
+                pil_kwargs={"compress_level": PNG_COMPRESS_LEVEL})
     return buf.getvalue()

@@ -107,7 +107,10 @@ def curves_png(time_s, strain_pct: dict, *, strain_rate_per_s: dict | None = Non
     axes[-1].set_xlabel(x_label)
     if title:
         fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
+    # Fixed margins (inches) instead of tight_layout, which draws the whole figure once more to measure it.
+    height = 2.4 * len(panels) + title_in
+    fig.subplots_adjust(left=0.75 / 7.0, right=1 - 0.15 / 7.0, bottom=0.5 / height, top=1 - (title_in + 0.03) / height,
+                        hspace=0.1)
     return png_bytes(fig)
 
 
