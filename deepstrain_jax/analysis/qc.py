@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from deepstrain_jax.ops.strain import displacement_gradient
-from deepstrain_jax.ops.warp import warp
+from deepstrain_jax.ops.warp import interpolate
 
 
 def jacobian_determinant(u_mm, spacing_mm) -> np.ndarray:
@@ -84,8 +84,10 @@ def cycle_closure_mm(u_forward_vox, u_backward_vox, spacing_mm, mask) -> dict:
     mask = np.asarray(mask, bool)
     if not mask.any():
         return {"mean": float("nan"), "p95": float("nan")}
-    back = np.asarray(warp(u_b[None], u_f[None]))[0]
-    r = np.linalg.norm((u_f + back) * np.asarray(spacing_mm, np.float32), axis=-1)[mask]
+    # u_b sampled at X + u_f(X) for the masked X only (warp's rule, interpolate, at those points).
+    forward = u_f[mask]                                                   # (M, 3)
+    back = np.asarray(interpolate(u_b, np.argwhere(mask).astype(np.float32) + forward))
+    r = np.linalg.norm((forward + back) * np.asarray(spacing_mm, np.float32), axis=-1)
     return {"mean": float(r.mean()), "p95": float(np.percentile(r, 95))}
 
 

@@ -108,7 +108,7 @@ def segment_stack(image, spacing_mm, *, networks: Networks, ed: int = 0, inplane
     else:
         native = np.stack([grids.keep_heart_component(grids.labels_to_native(p, plan, crop)) for p in probs],
                           axis=-1)
-    return StackSegmentation(native=native, network=seg_net, probs=probs.astype(np.float32), window=window,
+    return StackSegmentation(native=native, network=seg_net, probs=probs.astype(np.float32, copy=False), window=window,
                              resampling=plan, crop=crop, centre_vox=np.asarray(centre_vox, np.float64),
                              centre_source=centre_source)
 
