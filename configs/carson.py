@@ -72,6 +72,20 @@ def get_config(arg: str = "cpu"):
         c.train.lr_decay = ((4000, 0.3), (5200, 0.3))
         c.train.max_minutes = 60.0
         return c
+    elif arg == "real_v4":
+        # A gentler try after real_v3 failed its phantom rule (RV and LV lost Dice at ED): from carson-acdc-v2,
+        # 3000 steps at 1e-4 (x 0.3 at 2000), the LV cavity alone dimmed (never the RV), in 15 % of the slices,
+        # to 0.35-0.8 of its intensity. The same rule, fixed before training: the final state ships if no class
+        # loses more than 0.005 mean Dice at ED or ES on the 40 held-out phantoms; held-out patients after that.
+        c = get_config("real_v3")
+        c.variant = "real_v4"
+        c.augment.blood_pool_prob = 0.15
+        c.augment.blood_pool_factor = (0.35, 0.8)
+        c.augment.blood_pool_rv_prob = 0.0
+        c.train.steps, c.train.lr = 3000, 1e-4
+        c.train.lr_decay = ((2000, 0.3),)
+        c.train.max_minutes = 40.0
+        return c
     elif arg in ("real", "real_smoke"):
         # Real ACDC (25 training patients, labelled + h5 forms) x 6 against 8 + 8 phantoms (models A and B):
         # about 6 real slices for 1 phantom slice. Warm start from the phantom-trained shipped CarSON.

@@ -292,6 +292,10 @@ def test_dim_blood_pool_scales_only_the_pool_down_to_the_drawn_factor():
     rv_dimmed = [bool((aug.dim_blood_pool(img, lab, np.random.default_rng(s), (0.4, 0.4))[lab == 1] < 280).any())
                  for s in range(20)]
     assert any(rv_dimmed) and not all(rv_dimmed)
+    for s in range(20):  # rv_prob 0: the LV cavity alone
+        out = aug.dim_blood_pool(img, lab, np.random.default_rng(s), (0.4, 0.4), rv_prob=0.0)
+        np.testing.assert_array_equal(out[lab == 1], img[lab == 1])
+        assert (out[lab == 3] < img[lab == 3]).any()
 
 
 def test_dim_blood_pool_identity_cases_and_channel_axis():

@@ -70,7 +70,8 @@ class AugmentConfig(NamedTuple):
       blood_pool_prob, blood_pool_factor: CarSON only: with that probability the blood pool of the slice is
         dimmed (:func:`dim_blood_pool`, slow flow in bright-blood SSFP: the blood of a dilated, poorly
         contracting ventricle can be nearly as dark as myocardium), down to a factor uniform in
-        ``blood_pool_factor``; labels kept.
+        ``blood_pool_factor``; labels kept. ``blood_pool_rv_prob``: the share of those slices whose RV cavity
+        is dimmed too.
     """
 
     rotation_deg: float = 180.0
@@ -88,6 +89,7 @@ class AugmentConfig(NamedTuple):
     slice_mix_prob: float = 0.0
     blood_pool_prob: float = 0.0
     blood_pool_factor: tuple = (0.3, 0.8)
+    blood_pool_rv_prob: float = 0.5
 
     @property
     def has_appearance(self) -> bool:

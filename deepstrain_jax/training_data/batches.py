@@ -113,7 +113,8 @@ def carson_batch(pool, seed: int, step: int, batch_size: int, *, augment: aug.Au
             wn = np.float32(rng.uniform(0.0, 0.5))
             image = (1 - wn) * image + wn * s.image[t, :, :, zn, None]
         if augment is not None and augment.blood_pool_prob > 0 and rng.uniform() < augment.blood_pool_prob:
-            image = aug.dim_blood_pool(image, s.labels[t, :, :, z], rng, augment.blood_pool_factor)
+            image = aug.dim_blood_pool(image, s.labels[t, :, :, z], rng, augment.blood_pool_factor,
+                                       rv_prob=augment.blood_pool_rv_prob)
         inputs.append(aug.transform_image(image, tr))
         labels.append(aug.transform_labels(s.labels[t, :, :, z], tr))
         frames.append(t)
