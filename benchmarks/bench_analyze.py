@@ -98,11 +98,8 @@ def _shadowed(network, shadows: dict, clock: dict):
 
 def _print_stages(run_json: Path) -> None:
     """The per-stage breakdown of one warm run (``run.json``): each stage, the networks, and the rest."""
-    import json
-
-    run = json.loads(run_json.read_text())
+    run, total, net = _seconds(run_json)
     stages, nets = run["stages_s"], run["networks_s"]
-    total, net = sum(stages.values()), sum(nets.values())
     print(f"  stages of the last warm run ({total:.2f} s in all; networks inside segmentation and motion):")
     for name, sec in stages.items():
         inside = {"segmentation": nets.get("vcn", 0.0) + nets.get("carson", 0.0), "motion": nets.get("carmen", 0.0)}
@@ -114,12 +111,17 @@ def _print_stages(run_json: Path) -> None:
           f"{total - net:.2f} s; outside / inside = {(total - net) / net:.2f}", flush=True)
 
 
-def _outside_inside(run_json: Path) -> float:
-    """Seconds outside the networks over seconds inside them, for one run (its ``run.json``)."""
+def _seconds(run_json: Path) -> tuple[dict, float, float]:
+    """``(run, total, networks)``: one run's ``run.json`` and its seconds in all and in the networks."""
     import json
 
     run = json.loads(run_json.read_text())
-    total, net = sum(run["stages_s"].values()), sum(run["networks_s"].values())
+    return run, sum(run["stages_s"].values()), sum(run["networks_s"].values())
+
+
+def _outside_inside(run_json: Path) -> float:
+    """Seconds outside the networks over seconds inside them, for one run (its ``run.json``)."""
+    _, total, net = _seconds(run_json)
     return (total - net) / net
 
 

@@ -380,7 +380,9 @@ def test_publication_figures_only_on_request(analysed, tmp_path):
     n_panels = 3
     assert Image.open(out / "polar_map.png").size[0] == round(4.4 * n_panels * 150)
 
-    results = {**result.results, "options": {**result.results["options"], "publication_figures": True}}
+    # What build_results gives with the option on: the option set, every output file listed.
+    results = {**result.results, "options": {**result.results["options"], "publication_figures": True},
+               "outputs": dict(OUTPUT_FILES)}
     folder = outputs.write_subject(dataclasses.replace(result, results=results), tmp_path / "print")
     assert Image.open(folder / "polar_map.png").size[0] == round(4.4 * n_panels * 300)
     assert (folder / "polar_map.svg").read_bytes().startswith(b"<?xml")

@@ -89,7 +89,7 @@ def test_separable_to_native_equals_map_coordinates():
 
 def test_native_strain_frame_at_myocardium_points_equals_the_whole_grid_rule():
     """NativeMaps.strain_frame (the stencil at the native ED-myocardium voxels only) against the whole-grid rule
-    ``L[m v] / L[m]`` of masked_to_native (scipy map_coordinates behind to_native), NaN elsewhere: a crop that
+    ``L[m v] / L[m]``, L the linear map of to_native (here scipy map_coordinates), NaN elsewhere: a crop that
     overhangs the field of view, both z orders, a transposed file order."""
     from deepstrain_jax.analysis import grids
 

@@ -3,9 +3,9 @@
 * :func:`detect_slice_order`: base -> apex or apex -> base from an ED label map.
 * :func:`keep_heart_component`: labelled islands away from the heart removed.
 * :func:`grid_affine`: the voxel-to-world matrix of the network grid (resampled, cropped, maybe z-flipped).
-* :func:`to_native`, :func:`labels_to_native`, :func:`masked_to_native`: network-grid arrays back on the
-  native grid (linear interpolation; arg-max of interpolated class probabilities; normalised interpolation
-  inside a mask).
+* :func:`to_native`, :func:`labels_to_native`, :func:`native_point_stencil`: network-grid arrays back on the
+  native grid (linear interpolation; arg-max of interpolated class probabilities; the interpolation's corners
+  and weights at chosen native voxels).
 * :class:`NativeMaps`: the displacement and strain maps on the native grid one frame at a time, so that the
   writers never hold a whole ``(X, Y, Z, T, 3)`` array (memory grows with the image, not with frames x image).
 """
@@ -76,15 +76,24 @@ def to_native(volume, plan: pp.Resampling, crop: pp.Crop, work_dtype=np.float64)
     x = pp.invert_crop(volume, crop).astype(work_dtype)
     for d in range(3):
         n = plan.out_shape[d]
-        q = (np.arange(plan.in_shape[d], dtype=np.float64) - plan.offset[d]) / plan.ratio[d]
-        f = np.clip(np.floor(q), 0, max(n - 2, 0))
-        a = (np.clip(q - f, 0.0, 1.0) if n > 1 else np.zeros_like(q)).astype(work_dtype)
-        f = f.astype(np.intp)
+        f, a = _native_axis_sampler(plan, d, np.arange(plan.in_shape[d], dtype=np.float64))
+        a = a.astype(work_dtype)
         shape = [1] * x.ndim
         shape[d] = -1
         a = a.reshape(shape)
         x = np.take(x, f, axis=d) * (1.0 - a) + np.take(x, np.minimum(f + 1, n - 1), axis=d) * a
     return x.astype(out_dtype)
+
+
+def _native_axis_sampler(plan: pp.Resampling, d: int, positions) -> tuple[np.ndarray, np.ndarray]:
+    """Along axis ``d``: for native positions ``i``, the resampled-grid index ``f`` (intp) and weight ``a``
+    (float64) with ``v(i) = (1 - a) v[f] + a v[min(f + 1, n - 1)]`` at ``q = (i - offset) / ratio``, clamped
+    to the edge (weight 0 on the second corner of a size-1 axis)."""
+    n = plan.out_shape[d]
+    q = (np.asarray(positions, np.float64) - plan.offset[d]) / plan.ratio[d]
+    f = np.clip(np.floor(q), 0, max(n - 2, 0))
+    a = np.clip(q - f, 0.0, 1.0) if n > 1 else np.zeros_like(q)
+    return f.astype(np.intp), a
 
 
 def labels_to_native(probs, plan, crop) -> np.ndarray:
@@ -94,14 +103,6 @@ def labels_to_native(probs, plan, crop) -> np.ndarray:
     about 1e-7 of each other)."""
     fg = to_native(np.asarray(probs[..., 1:], np.float32), plan, crop, np.float32)
     return np.concatenate([1.0 - fg.sum(-1, keepdims=True), fg], axis=-1).argmax(-1).astype(np.uint8)
-
-
-def masked_to_native(values, mask, plan, crop) -> np.ndarray:
-    """``L[m v] / L[m]`` back on the native grid (``values (N, N, Z, K)``), 0 where ``L[m] = 0``."""
-    m = mask.astype(np.float32)
-    num = to_native(values * m[..., None], plan, crop)
-    den = to_native(m, plan, crop)
-    return np.where(den[..., None] > 1e-6, num / np.maximum(den, 1e-6)[..., None], 0.0).astype(np.float32)
 
 
 def native_point_stencil(points, plan: pp.Resampling, crop: pp.Crop, n_slices: int, reverse: bool = False):
@@ -123,10 +124,7 @@ def native_point_stencil(points, plan: pp.Resampling, crop: pp.Crop, n_slices: i
     axes = []
     for d in range(3):
         n = plan.out_shape[d]
-        q = (points[:, d] - plan.offset[d]) / plan.ratio[d]
-        f = np.clip(np.floor(q), 0, max(n - 2, 0))
-        a = np.clip(q - f, 0.0, 1.0) if n > 1 else np.zeros_like(q)
-        f = f.astype(np.intp)
+        f, a = _native_axis_sampler(plan, d, points[:, d])
         idx = np.stack([f, np.minimum(f + 1, n - 1)], axis=1)           # (P, 2) on the resampled grid
         wt = np.stack([1.0 - a, a], axis=1)
         if d < 2:
@@ -164,6 +162,7 @@ class NativeMaps:
         self.inverse = tuple(int(k) for k in inverse)
         self.n_frames = int(u_mm.shape[0])
         self.shape = tuple(int(plan.in_shape[k]) for k in self.inverse)  # native (X, Y, Z) in file order
+        self._stencil = None  # _myo_stencil(), made on first use
 
     def _zflip(self):
         return slice(None, None, -1) if self.reverse else slice(None)
@@ -182,7 +181,7 @@ class NativeMaps:
     def _myo_stencil(self):
         """``(points, flat, wm, den)``: the native ED-myocardium voxels, their :func:`native_point_stencil`, the
         weights times the network-grid ED myocardium, and their sums (made once, used by every frame)."""
-        if getattr(self, "_stencil", None) is None:
+        if self._stencil is None:
             points = np.argwhere(self.myo_native)
             flat, w = native_point_stencil(points, self.plan, self.crop, self.myo.shape[2], self.reverse)
             wm = w * np.asarray(self.myo, np.float64).ravel()[flat]
@@ -193,9 +192,9 @@ class NativeMaps:
         """``(X, Y, Z, 3)`` float32 radial, circumferential, longitudinal strain at frame ``t``, within the ED
         myocardium; NaN elsewhere (so that "outside" and "no strain" are not both 0).
 
-        The value at a native ED-myocardium voxel is ``L[m v] / L[m]`` (:func:`masked_to_native`: the linear
-        interpolation of the strain over the network-grid ED myocardium ``m`` only; 0 where ``L[m] = 0``),
-        computed at those voxels alone (:func:`native_point_stencil`) instead of over the whole grid."""
+        The value at a native ED-myocardium voxel is ``L[m v] / L[m]``, ``L`` the linear interpolation of
+        :func:`to_native` and ``m`` the network-grid ED myocardium (the strain interpolated over the myocardium
+        only; 0 where ``L[m] = 0``), computed at those voxels alone (:func:`native_point_stencil`)."""
         points, flat, wm, den = self._myo_stencil()
         values = np.asarray(self.components[t], np.float64).reshape(-1, 3)[flat]      # (P, 8, 3)
         num = np.einsum("pk,pkc->pc", wm, values)

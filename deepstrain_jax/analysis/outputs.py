@@ -328,15 +328,12 @@ def _write_subject_claimed(result, out_dir, overwrite, atomic_directory, render_
             title=f"{results['subject']}: segmentation at ED and ES (network grid, base -> apex)")}
         images.update(figures(results))
         parts = {"figures": round(time.perf_counter() - t0, 3)}
-        listed = dict(results["outputs"])
-        for key in ("polar_map", "polar_map_svg", "polar_map_pdf"):  # listed exactly when drawn
-            if OUTPUT_FILES[key] in images:
-                listed[key] = OUTPUT_FILES[key]
-            else:
-                listed.pop(key, None)
+        # build_results lists the vector bull's-eyes only with publication_figures; a map not drawn (no AHA
+        # segments) or a displacement not written is dropped here.
+        dropped = {key for key in ("polar_map", "polar_map_svg", "polar_map_pdf") if OUTPUT_FILES[key] not in images}
         if grid == "none":
-            listed.pop("displacement", None)
-        results["outputs"] = listed
+            dropped.add("displacement")
+        results["outputs"] = {k: v for k, v in results["outputs"].items() if k not in dropped}
         if itk:
             results["outputs"]["displacement_itk"] = f"{ITK_FOLDER}/frame_TTT.nii.gz"
         t0 = time.perf_counter()
