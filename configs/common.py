@@ -22,7 +22,7 @@ def base_config(task: str, arg: str) -> ml_collections.ConfigDict:
     c.seed = 0
 
     c.model = ml_collections.ConfigDict({"name": task, "family": "v2", "gf": 16, "depth": 5,
-                                         "dtype": "float32", "kernel_3d": False})
+                                         "dtype": "float32", "kernel_3d": False, "slice_mix": False})
 
     c.data = ml_collections.ConfigDict()
     c.data.source = "phantom"          # "phantom" (made on the fly), "acdc" (an ACDC-layout folder) or "mixture"

@@ -27,6 +27,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import optax
+from flax import traverse_util
 
 from deepstrain_jax import console, models
 from deepstrain_jax.io import atomic
@@ -218,19 +219,29 @@ def make_optimizer(cfg) -> optax.GradientTransformation:
 
 
 def warm_start(state, model_dir):
-    """``state`` with the params and batch statistics of the exported model in ``model_dir`` (same architecture;
-    the optimiser starts afresh). Raises ValueError when the trees differ."""
+    """``state`` with the params and batch statistics of the exported model in ``model_dir`` (the optimiser starts
+    afresh).
+
+    The architectures must match, except that the configured model may add slice-mixing layers (``mix_*``,
+    :class:`deepstrain_jax.models.layers.SliceMix`) that the exported one lacks: they keep their zero
+    initialisation, so the warm-started network computes exactly what the exported one did. Raises ValueError
+    when the trees differ otherwise.
+    """
     model_dir = Path(model_dir)
     if not model_dir.is_absolute() and not model_dir.exists():
         model_dir = Path(__file__).resolve().parents[1] / model_dir  # relative to the repository
     variables, _ = checkpointing.load_variables(model_dir)
-    new = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
-    old = {"params": state.params, "batch_stats": state.batch_stats}
-    if jax.tree.structure(new) != jax.tree.structure(old) or any(
-            np.shape(a) != np.shape(b) for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(old))):
+    new = traverse_util.flatten_dict({"params": variables["params"], "batch_stats": variables.get("batch_stats", {})})
+    old = traverse_util.flatten_dict({"params": state.params, "batch_stats": state.batch_stats})
+    added = set(old) - set(new)
+    if (set(new) - set(old) or any(not k[1].startswith("mix_") for k in added)
+            or any(np.shape(new[k]) != np.shape(old[k]) for k in new)):
         raise ValueError(f"{model_dir}: its variables do not match the configured model")
-    cast = jax.tree.map(lambda a, b: np.asarray(a, np.asarray(b).dtype), new, old)
-    return state._replace(params=cast["params"], batch_stats=cast["batch_stats"])
+    if added:
+        console.info("warm start: %d slice-mixing variable(s) start at zero", len(added))
+    merged = {k: np.asarray(new[k], np.asarray(old[k]).dtype) if k in new else old[k] for k in old}
+    merged = traverse_util.unflatten_dict(merged)
+    return state._replace(params=merged["params"], batch_stats=merged.get("batch_stats", {}))
 
 
 def train_and_evaluate(config, workdir) -> dict:

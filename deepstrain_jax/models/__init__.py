@@ -11,7 +11,8 @@
   ``(128, 128, 1)`` / ``(128, 128, 16, 2)``); it fixes the input size of ``legacy`` networks only;
 * ``out_channels``: CarSON labels (4) or VCN maps (1); CarMEN always 3;
 * ``kernel_3d`` (v2 CarMEN): (3, 3, 3) kernels instead of (3, 3, 1); ``z_stride`` (with ``kernel_3d``): 2 also
-  halves Z at every block;
+  halves Z at every block; ``slice_mix`` (v2 CarMEN): a residual mixing of neighbouring slices after every
+  block, zero at initialisation (:class:`deepstrain_jax.models.layers.SliceMix`);
 * ``dtype``: computation dtype, ``"float32"`` (default), ``"bfloat16"`` or ``"float16"``; variables, BatchNorm
   statistics and outputs stay float32;
 * ``bn_axis_name``: mapped axis over which BatchNorm averages batch statistics under ``pmap``;
@@ -46,7 +47,7 @@ NAMES = ("vcn", "carson", "carmen")  # the networks, in the order the analysis u
 FAMILIES = ("legacy", "v2")
 DTYPES = ("float32", "bfloat16", "float16")
 _FIELDS = ("name", "family", "gf", "depth", "input_shape", "out_channels", "kernel_3d", "z_stride", "dtype",
-           "bn_axis_name", "fold_slices")
+           "bn_axis_name", "fold_slices", "slice_mix")
 _LEGACY_INPUT = {"carson": carson.LEGACY_INPUT_SHAPE, "carmen": carmen.LEGACY_INPUT_SHAPE,
                  "vcn": vcn.LEGACY_INPUT_SHAPE}
 _OUT_CHANNELS = {"carson": N_LABELS, "carmen": 3, "vcn": 1}
@@ -101,6 +102,9 @@ def architecture(cfg: Mapping[str, Any]) -> dict:
     if z_stride not in (1, 2) or (z_stride == 2 and not kernel_3d):
         raise ValueError(f"z_stride must be 1, or 2 with kernel_3d; got z_stride={z_stride}, "
                          f"kernel_3d={kernel_3d}")
+    slice_mix = bool(_get(cfg, "slice_mix", False))
+    if slice_mix and (legacy or name != "carmen"):
+        raise ValueError("slice_mix applies to v2 carmen only")
     dtype = str(_get(cfg, "dtype", "float32"))
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
@@ -115,7 +119,7 @@ def architecture(cfg: Mapping[str, Any]) -> dict:
     return {"name": name, "family": family, "gf": gf, "depth": depth, "input_shape": list(input_shape),
             "out_channels": out_channels, "kernel_3d": kernel_3d, "z_stride": z_stride, "dtype": dtype,
             "bn_axis_name": cfg.get("bn_axis_name"), "fold_slices": bool(_get(cfg, "fold_slices", True)),
-            "widths": widths}
+            "slice_mix": slice_mix, "widths": widths}
 
 
 def make_module(cfg: Mapping[str, Any]) -> EncoderDecoder:

@@ -198,6 +198,38 @@ class ConvUnit(nn.Module):
         return r, y
 
 
+class SliceMix(nn.Module):
+    """Residual mixing across slices: ``h + sum_k h[z + k - 1] W_k`` (3 slices, zero padding), ``W`` zero at init.
+
+    The ``slice_mix`` option of v2 CarMEN places one after every encoder and decoder block, so that a network
+    of (3, 3, 1) kernels (slices otherwise independent) can see its neighbours' features: nine such layers give
+    every voxel a reach of 9 slices. ``W`` starts at 0, so a network with them computes exactly what it computed
+    without them, and a trained 2D-slice CarMEN can be warm-started into one. Variable: ``kernel (3, C, C)``.
+
+    Attributes:
+      folded_slices: ``Z > 0`` when the batch axis holds ``B * Z`` slices (slice index fastest); 0 for
+        ``(B, X, Y, Z, C)`` input.
+    """
+
+    folded_slices: int = 0
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, h):
+        c = h.shape[-1]
+        kernel = self.param("kernel", nn.initializers.zeros, (3, c, c), self.param_dtype).astype(self.dtype)
+        h = h.astype(self.dtype)
+        if self.folded_slices:
+            v = h.reshape(-1, self.folded_slices, *h.shape[1:])       # (B, Z, X, Y, C)
+        else:
+            v = jnp.moveaxis(h, 3, 1)
+        z = v.shape[1]
+        padded = jnp.pad(v, ((0, 0), (1, 1)) + ((0, 0),) * (v.ndim - 2))
+        out = v + sum(padded[:, k:k + z] @ kernel[k] for k in range(3))
+        return out.reshape(h.shape) if self.folded_slices else jnp.moveaxis(out, 1, 3)
+
+
 class EncoderBlock(nn.Module):
     """``E``: ``a = C(x)``; ``(r, b) = C(a, stride)``; output ``r + conv(b)``, no activation."""
 
@@ -264,6 +296,7 @@ class EncoderDecoder(nn.Module):
       fold_slices: run a 3D network with kernel and stride 1 along ``Z`` as a 2D network over slices (exact;
         see the module docstring). ``False`` keeps 3D convolutions (for comparison).
       bn_axis_name: mapped axis over which BatchNorm averages batch statistics (``pmap``), or ``None``.
+      slice_mix: a :class:`SliceMix` (``mix_enc{i}``, ``mix_dec{j}``) after every block of a 3D network.
       dtype: computation dtype; the head's output is returned in float32.
       param_dtype: dtype of the variables.
 
@@ -279,12 +312,15 @@ class EncoderDecoder(nn.Module):
     head_activation: str | None = None
     fold_slices: bool = True
     bn_axis_name: str | None = None
+    slice_mix: bool = False
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         ndim = len(self.kernel_size)
+        if self.slice_mix and ndim != 3:
+            raise ValueError("slice_mix needs a 3D network")
         if x.ndim != ndim + 2 or len(self.strides) != ndim:
             raise ValueError(f"input of shape {x.shape} for a network with {ndim}-D kernels "
                              f"{self.kernel_size} and strides {self.strides}: expected (B, *{ndim} spatial, C)")
@@ -308,11 +344,16 @@ class EncoderDecoder(nn.Module):
                      param_dtype=self.param_dtype)
         h = x.astype(self.dtype)
         skips = []
+        mix = dict(folded_slices=folded, dtype=self.dtype, param_dtype=self.param_dtype)
         for i, width in enumerate(self.widths):
             h = EncoderBlock(width, name=f"enc{i + 1}", **block)(h, train)
+            if self.slice_mix:
+                h = SliceMix(name=f"mix_enc{i + 1}", **mix)(h)
             skips.append(h)
         for j, skip in enumerate(reversed(skips[:-1])):
             h = DecoderBlock(skip.shape[-1], name=f"dec{j + 1}", **block)(h, skip, train)
+            if self.slice_mix:
+                h = SliceMix(name=f"mix_dec{j + 1}", **mix)(h)
         y = Conv(self.out_channels, self.kernel_size, None, self.strides, folded > 0, self.dtype,
                  self.param_dtype, name="head")(h)
         y = y.astype(jnp.float32)
