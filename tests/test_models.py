@@ -322,3 +322,68 @@ def test_batchnorm_training_gradients_match_the_textbook_formula():
     want = jax.grad(textbook, (0, 1))(x, params)
     for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# slice_mix: residual mixing of neighbouring slices in a (3, 3, 1) CarMEN.
+
+def test_slice_mix_layer_against_numpy():
+    from deepstrain_jax.models.layers import SliceMix
+    rng = np.random.default_rng(3)
+    h = rng.normal(size=(2, 4, 5, 6, 3)).astype(np.float32)          # (B, X, Y, Z, C)
+    w = rng.normal(size=(3, 3, 3)).astype(np.float32)
+    out = SliceMix().apply({"params": {"kernel": w}}, h)
+    padded = np.pad(h, ((0, 0), (0, 0), (0, 0), (1, 1), (0, 0)))
+    expected = h.copy()
+    for z in range(6):
+        for k in range(3):
+            expected[:, :, :, z] += padded[:, :, :, z + k] @ w[k]   # slice z + k - 1 through W_k
+    np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-5, atol=1e-5)
+    # Folded layout (B * Z, X, Y, C), slice index fastest: the same numbers.
+    folded = np.moveaxis(h, 3, 1).reshape(12, 4, 5, 3)
+    out_f = SliceMix(folded_slices=6).apply({"params": {"kernel": w}}, folded)
+    np.testing.assert_allclose(np.moveaxis(np.asarray(out_f).reshape(2, 6, 4, 5, 3), 1, 3), expected,
+                               rtol=1e-5, atol=1e-5)
+
+
+def _with_mix(base_variables, mix_shapes, seed):
+    """The base network's variables plus mixing kernels (random when ``seed`` is given, else zero)."""
+    rng = np.random.default_rng(seed if seed is not None else 0)
+    params = dict(base_variables["params"])
+    for name, leaf in mix_shapes["params"].items():
+        if name.startswith("mix_"):
+            k = leaf["kernel"].shape
+            params[name] = {"kernel": jnp.asarray(rng.normal(0, 0.3, k) if seed is not None else np.zeros(k),
+                                                  jnp.float32)}
+    return {**base_variables, "params": params}
+
+
+def test_slice_mix_starts_as_the_2d_network_and_then_mixes_slices():
+    cfg = {"name": "carmen", "family": "v2", "gf": 2, "depth": 2, "input_shape": (8, 8, 6, 2)}
+    init, apply_2d = build(cfg)
+    init_mix, apply_mix = build({**cfg, "slice_mix": True})
+    base = randomized(jax.eval_shape(init, KEY), seed=4)
+    mix_shapes = jax.eval_shape(init_mix, KEY)
+    assert sorted(k for k in mix_shapes["params"] if k.startswith("mix_")) == ["mix_dec1", "mix_enc1", "mix_enc2"]
+    x = jax.random.normal(jax.random.key(2), (1, 8, 8, 6, 2))
+    # Zero mixing kernels: exactly the 2D-slice network.
+    np.testing.assert_array_equal(np.asarray(apply_mix(_with_mix(base, mix_shapes, None), x)),
+                                  np.asarray(apply_2d(base, x)))
+    # A change to slice 0 of the input: the 2D-slice network's other slices do not see it, the mixing one's do.
+    x2 = x.at[:, :, :, 0].add(1.0)
+    d_2d = np.abs(np.asarray(apply_2d(base, x2)) - np.asarray(apply_2d(base, x))).max(axis=(0, 1, 2, 4))
+    mixed = _with_mix(base, mix_shapes, seed=5)
+    d_mix = np.abs(np.asarray(apply_mix(mixed, x2)) - np.asarray(apply_mix(mixed, x))).max(axis=(0, 1, 2, 4))
+    assert d_2d[0] > 0 and np.all(d_2d[1:] == 0)
+    assert np.all(d_mix[1:3] > 1e-3)      # three mixing layers: slices 1 and 2 at least hear of slice 0
+    # Folded (2D fast path) and unfolded 3D convolutions agree with mixing too.
+    _, apply_mix_3d = build({**cfg, "slice_mix": True, "fold_slices": False})
+    np.testing.assert_allclose(np.asarray(apply_mix(mixed, x)), np.asarray(apply_mix_3d(mixed, x)),
+                               rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("cfg", [{"name": "carson", "slice_mix": True},
+                                 {"name": "carmen", "family": "legacy", "slice_mix": True}])
+def test_slice_mix_is_v2_carmen_only(cfg):
+    with pytest.raises(ValueError, match="slice_mix"):
+        architecture(cfg)

@@ -19,7 +19,7 @@ CONFIGS = ("vcn", "carson", "carmen")
 
 
 @pytest.mark.parametrize("name", CONFIGS)
-@pytest.mark.parametrize("arg", ["smoke", "cpu", "paper"])
+@pytest.mark.parametrize("arg", ["smoke", "cpu", "paper", "real", "real_v2"])
 def test_every_config_loads_and_builds(name, arg):
     config = importlib.import_module(f"configs.{name}").get_config(arg)
     assert config.task == name
@@ -200,3 +200,29 @@ def test_truncate_log_keeps_records_up_to_the_restored_step(tmp_path):
     assert trainer.truncate_log(path, 2) == 3
     assert [json.loads(x)["step"] for x in path.read_text().splitlines()] == [1, 2]
     assert trainer.truncate_log(tmp_path / "absent.jsonl", 2) == 0
+
+
+def _small_state(model_cfg):
+    init, _ = models.build(model_cfg)
+    return state_lib.create_train_state(init, optax.adam(1e-3), jax.random.PRNGKey(0))
+
+
+def test_warm_start_into_slice_mixing_keeps_the_function_and_refuses_other_changes(tmp_path):
+    from deepstrain_jax.io.checkpoints import save_variables
+    cfg = {"name": "carmen", "family": "v2", "gf": 2, "depth": 2, "input_shape": (8, 8, 4, 2)}
+    _, apply_2d = models.build(cfg)
+    trained = _small_state(cfg)
+    trained = trained._replace(params=jax.tree.map(lambda a: a + 0.05, trained.params))  # not the init values
+    save_variables(tmp_path / "m", {"params": trained.params, "batch_stats": trained.batch_stats}, cfg)
+    mix_cfg = {**cfg, "slice_mix": True}
+    _, apply_mix = models.build(mix_cfg)
+    state = trainer.warm_start(_small_state(mix_cfg), tmp_path / "m")
+    x = jax.random.normal(jax.random.PRNGKey(3), (1, 8, 8, 4, 2))
+    np.testing.assert_array_equal(
+        np.asarray(apply_mix({"params": state.params, "batch_stats": state.batch_stats}, x)),
+        np.asarray(apply_2d({"params": trained.params, "batch_stats": trained.batch_stats}, x)))
+    with pytest.raises(ValueError, match="do not match"):
+        trainer.warm_start(_small_state({**cfg, "gf": 3}), tmp_path / "m")
+    with pytest.raises(ValueError, match="do not match"):   # dropping layers is not a warm start either
+        save_variables(tmp_path / "mm", {"params": state.params, "batch_stats": state.batch_stats}, mix_cfg)
+        trainer.warm_start(_small_state(cfg), tmp_path / "mm")
