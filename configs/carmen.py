@@ -63,7 +63,7 @@ def real_config(smoke_run: bool = False):
       anatomical (manual ED/ES labels where they exist, CarSON's labels of every other frame,
       ``train/pseudo_labels.py``) and spacing-aware smoothness; pairs ED -> t for every t, ED -> ED, and
       t -> ED (``reverse_prob``).
-    * Phantoms: geometry A and B (all five phenotypes, randomised acquisition: 8-10 slices of 6-10 mm, tilt,
+    * Phantoms: geometry A and B (all five phenotypes, randomised acquisition: 8-10 slices of 6-10 mm,
       in-plane resolution, SNR), the same loss plus the supervised end-point error (their motion is exact).
     * Augmentation: the real-data set without the two that cannot carry a displacement field (elastic warp,
       slice mixing).

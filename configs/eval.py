@@ -19,6 +19,8 @@ def get_config(arg: str = "full"):
     c.study = ml_collections.ConfigDict({
         "n": 1, "phenotypes": PHENOTYPES, "snrs": (10.0, 30.0), "models": ("A", "B"),
         "slice_orders": ("base_to_apex", "apex_to_base"), "n_frames": 20, "acquisition": {}})
+    # The family no network was trained on (eval.phantom_study.FAMILY_C): n per phenotype x SNR x slice order.
+    c.study.family_c = ml_collections.ConfigDict({"n": 1, "snrs": (15.0,)})
     c.repeatability = ml_collections.ConfigDict({"n": 5, "seed": 950_000, "n_frames": 20, "acquisition": {}})
     c.baselines = ml_collections.ConfigDict({
         "methods": ("demons", "optical_flow", "simpleitk_bspline"), "n_cases": 5, "frames": "es"})
@@ -36,5 +38,6 @@ def get_config(arg: str = "full"):
         c.study.update({"phenotypes": ("NOR",), "snrs": (30.0,), "models": ("A",),
                         "slice_orders": ("base_to_apex", "apex_to_base"), "n_frames": 6, "acquisition": small})
         c.repeatability.update({"n": 2, "n_frames": 6, "acquisition": small})
+        c.study.family_c.update({"snrs": (30.0,)})
         c.baselines.update({"methods": ("optical_flow",), "n_cases": 1})
     return c

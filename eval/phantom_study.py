@@ -46,9 +46,45 @@ def population(*, n: int = 1, phenotypes=PHENOTYPES, snrs=(10.0, 30.0), models=(
             for k, (_, m, o, snr, p) in enumerate(cells)]
 
 
+FAMILY_C_FIRST_SEED = 960_000
+FAMILY_C = ("C: geometry B's ellipsoid with a rounder or a more pointed apex (base angle 103-110 or 130-137 deg; "
+            "training: 115-125), rigid, ellipticalising and shearing motion on top of the heart's own "
+            "(Model B's k4-k13; training: none), the long axis tilted up to 20 deg from the slice normal (training: 0), "
+            "an oblique stack in scanner coordinates, 5 mm slices with gaps (training: 6-10 mm)")
+
+
+def family_c_population(*, n: int = 1, phenotypes=PHENOTYPES, snrs=(10.0, 30.0),
+                        slice_orders=("base_to_apex", "apex_to_base")) -> list[dict]:
+    """Phantoms of a family no shipped network was trained on (:data:`FAMILY_C`), one dict per subject.
+
+    Each subject's shape and nuisance motion are drawn from its seed (``FAMILY_C_FIRST_SEED + k``), so the design
+    is the same on every machine; the draws are stored in the dict (``params_update``, ``tilt_deg``,
+    ``acquisition``) and reach :func:`make_population`.
+    """
+    out = []
+    cells = list(itertools.product(range(n), slice_orders, snrs, phenotypes))
+    for k, (_, o, snr, p) in enumerate(cells):
+        seed = FAMILY_C_FIRST_SEED + k
+        rng = np.random.default_rng([seed, 3])
+        angle = float(rng.uniform(103.0, 110.0) if rng.uniform() < 0.5 else rng.uniform(130.0, 137.0))
+        sign = rng.choice([-1.0, 1.0], size=10)
+        size = np.array([0.04, 0.03, 0.03, 0.03, 0.05, 0.05, 0.05, 2.0, 2.0, 3.0])
+        nuisance = [float(v) for v in sign * size * rng.uniform(0.5, 1.0, size=10)]
+        out.append({"name": f"c{k:03d}_{p.lower()}_C_{'b2a' if o == 'base_to_apex' else 'a2b'}_snr{snr:g}",
+                    "seed": seed, "phenotype": p, "snr": float(snr), "model": "B", "family": "C",
+                    "slice_order": o, "params_update": {"base_angle_deg": round(angle, 2), "nuisance": nuisance},
+                    "tilt_deg": 20.0, "oblique": True,
+                    "acquisition": {"slice_thickness_mm": 5.0}})
+    return out
+
+
 def make_population(root, design: list[dict], *, n_frames: int | None = None, progress: Callable | None = None,
                     **acquisition) -> list[Path]:
-    """Write the design's phantoms under ``root`` (resumable: finished folders are kept)."""
+    """Write the design's phantoms under ``root`` (resumable: finished folders are kept).
+
+    A design dict may carry ``params_update``, ``tilt_deg``, ``oblique`` and ``acquisition`` (its own protocol
+    fields, over ``acquisition``) for :func:`deepstrain_jax.phantom.dataset.make_case`.
+    """
     from deepstrain_jax.phantom import dataset
 
     root = Path(root)
@@ -56,8 +92,10 @@ def make_population(root, design: list[dict], *, n_frames: int | None = None, pr
     for i, d in enumerate(design):
         folder = root / d["name"]
         if not (folder / f"{d['name']}_truth.json").is_file():
+            extra = {"params_update": d.get("params_update"), "oblique": bool(d.get("oblique", False)),
+                     "tilt_deg": float(d.get("tilt_deg", 0.0))}
             case = dataset.make_case(d["seed"], d["phenotype"], model=d["model"], n_frames=n_frames, snr=d["snr"],
-                                     **acquisition)
+                                     **extra, **{**acquisition, **d.get("acquisition", {})})
             dataset.save_case(folder, case, slice_order=d["slice_order"])
         folders.append(folder)
         if progress:
@@ -102,8 +140,10 @@ def evaluate_subject(folder, networks, design: dict | None = None) -> dict:
     arrays, meta = load_truth(folder)
     ed, es = int(meta["ed"]), int(meta["es"])
     spacing = np.asarray(meta["spacing_mm"], np.float64)
-    row = {"subject": Path(folder).name, **(design or {"phenotype": meta["phenotype"], "model": meta["model"],
-                                                      "slice_order": meta["slice_order"], "snr": meta["snr_myo"]})}
+    design = {k: v for k, v in (design or {"phenotype": meta["phenotype"], "model": meta["model"],
+                                           "slice_order": meta["slice_order"], "snr": meta["snr_myo"]}).items()
+              if isinstance(v, (str, int, float, bool))}   # the design's nested draws stay in the phantom's sidecar
+    row = {"subject": Path(folder).name, **design}
     seg, truth_labels = result.segmentation, arrays["labels"]
     for phase, t in (("ed", ed), ("es", es)):
         dice = metrics.dice(seg[..., t], truth_labels[..., t])

@@ -50,15 +50,15 @@ def _agreement_line(name, unit, a) -> str:
             f"[{a['loa_low']:+.2f}, {a['loa_high']:+.2f}] |")
 
 
-def tables(rows: list[dict]) -> str:
-    """The markdown tables (module docstring)."""
-    out = ["### Table I: segmentation (native grid, against the rendered labels)", "",
+def tables(rows: list[dict], factors=FACTORS, suffix: str = "") -> str:
+    """The markdown tables (module docstring); ``suffix`` ends every heading, ``factors`` picks the breakdown."""
+    out = [f"### Table I: segmentation (native grid, against the rendered labels){suffix}", "",
            "| label | Dice ED | Dice ES | HD ED (mm) | HD ES (mm) |", "|---|---:|---:|---:|---:|"]
     for _, name in LABELS:
         out.append(f"| {name} | {_mean_sd(_values(rows, f'dice_{name}_ed'))} | "
                    f"{_mean_sd(_values(rows, f'dice_{name}_es'))} | {_mean_sd(_values(rows, f'hd_{name}_ed_mm'))} | "
                    f"{_mean_sd(_values(rows, f'hd_{name}_es_mm'))} |")
-    out += ["", "### Table II: volumes (against the exact phantom volumes) and motion", "",
+    out += ["", f"### Table II: volumes (against the exact phantom volumes) and motion{suffix}", "",
             "| quantity | unit | n | r | bias | 95% limits |", "|---|---|---:|---:|---:|---|"]
     for key, name, unit in (("lv_edv_ml", "LV EDV", "mL"), ("lv_esv_ml", "LV ESV", "mL"),
                             ("lv_ef_pct", "LV EF", "%"), ("lv_mass_g", "LV mass", "g")):
@@ -70,7 +70,7 @@ def tables(rows: list[dict]) -> str:
                       ("epe_es_segment_max_mm", "worst AHA segment (mean EPE)"),
                       ("landmark_epe_es_mm", "landmark end-point error (12 points)")):
         out.append(f"| {name} | {_mean_sd(_values(rows, key))} |")
-    out += ["", "### Table III: global strain and strain rate (against the exact curves)", "",
+    out += ["", f"### Table III: global strain and strain rate (against the exact curves){suffix}", "",
             "| quantity | unit | n | r | bias | 95% limits |", "|---|---|---:|---:|---:|---|"]
     for d, _ in DIRECTIONS:
         for idx, unit in (("ess", "%"), ("srs", "1/s"), ("sre", "1/s")):
@@ -85,10 +85,10 @@ def tables(rows: list[dict]) -> str:
                    f"{_mean_sd(_values(rows, f'{d}_ess_error_motion_pp'))} | "
                    f"{_mean_sd(_values(rows, f'{d}_ess_error_segmentation_pp'))} | "
                    f"{_mean_sd(_values(rows, f'segment_{d}_mae_pp'))} |")
-    out += ["", "### By factor", "",
+    out += ["", f"### By factor{suffix}", "",
             "| factor | level | n | Dice LV ES | Dice MYO ES | EPE ES (mm) | GCS ESS error (pp) | EF error (%) |",
             "|---|---|---:|---:|---:|---:|---:|---:|"]
-    for f in FACTORS:
+    for f in factors:
         for level in sorted({r[f] for r in rows}, key=str):
             sel = [r for r in rows if r[f] == level]
             gcs = _values(sel, "circumferential_ess_pred") - _values(sel, "circumferential_ess_true")

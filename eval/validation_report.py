@@ -56,13 +56,19 @@ def _from_json(row: dict) -> dict:
     return out
 
 
-def run_study(config, workdir: Path, networks) -> list[dict]:
+def run_study(config, workdir: Path, networks, family_c: bool = False) -> list[dict]:
+    """The study's rows (``family_c``: those of the never-trained family C, ``config.study.family_c``)."""
     from deepstrain_jax.io.atomic import write_text
     from eval import phantom_study as ps
 
     s = config.study
-    design = ps.population(n=s.n, phenotypes=tuple(s.phenotypes), snrs=tuple(s.snrs), models=tuple(s.models),
-                          slice_orders=tuple(s.slice_orders))
+    if family_c:
+        c = s.family_c
+        design = ps.family_c_population(n=c.n, phenotypes=tuple(s.phenotypes), snrs=tuple(c.snrs),
+                                        slice_orders=tuple(s.slice_orders))
+    else:
+        design = ps.population(n=s.n, phenotypes=tuple(s.phenotypes), snrs=tuple(s.snrs), models=tuple(s.models),
+                               slice_orders=tuple(s.slice_orders))
     folders = ps.make_population(workdir / "phantoms", design, n_frames=s.n_frames or None,
                                  progress=_progress("phantom"), **dict(s.acquisition))
     rows, report = [], _progress("study")
@@ -141,6 +147,15 @@ def build(config, workdir, out: str | None = None) -> str:
                  "![Per-segment ESS error](FIGURES/phantom_segment_error.png)", "",
                  "![EPE over the cycle](FIGURES/phantom_epe_cycle.png)", "",
                  "![EPE per AHA segment](FIGURES/phantom_epe_segments.png)", ""]
+    if s.family_c.n > 0:
+        from eval.phantom_study import FAMILY_C
+
+        rows_c = run_study(config, workdir, networks, family_c=True)
+        sections += ["### The family no network was trained on", "",
+                     f"{len(rows_c)} phantoms of family {FAMILY_C}; phenotypes {', '.join(s.phenotypes)} x SNR "
+                     f"{', '.join(f'{v:g}' for v in s.family_c.snrs)} x stored slice order; seeds from 960000. "
+                     "Analysed and measured exactly as the study above.", "",
+                     study_report.tables(rows_c, factors=("phenotype", "slice_order"), suffix=", family C"), ""]
     if config.repeatability.n > 0:
         from eval import repeatability
 

@@ -23,6 +23,8 @@ def test_smoke_report_is_complete_and_resumes(tmp_path):
     assert "[study 2/2]" in first.stderr
     text = out.read_text()
     for heading in ("## 1. Phantom study", "### Table I", "### Table II", "### Table III", "### By factor",
+                    "### The family no network was trained on", "### Table II: volumes (against the exact phantom "
+                    "volumes) and motion, family C", "2 phantoms of family C",
                     "## 2. Repeatability", "ICC", "## 3. Classical baselines", "CarMEN (shipped)", "optical_flow"):
         assert heading in text, heading
     for name in ("phantom_bland_altman.png", "phantom_segment_error.png", "phantom_epe_cycle.png",
@@ -33,7 +35,7 @@ def test_smoke_report_is_complete_and_resumes(tmp_path):
     assert len(rows) == 2 and {r["slice_order"] for r in rows} == {"base_to_apex", "apex_to_base"}
     assert all(0.0 <= float(r["dice_LV_ed"]) <= 1.0 for r in rows)
     cached = sorted(p.name for p in (workdir / "rows").iterdir())
-    assert len(cached) == 2
+    assert [n[0] for n in cached] == ["c", "c", "s", "s"]      # family C's two phantoms and the study's two
     stamps = [(workdir / "rows" / n).stat().st_mtime_ns for n in cached]
     second = _run(workdir, out)
     assert second.returncode == 0, second.stderr[-3000:]

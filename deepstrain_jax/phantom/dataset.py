@@ -46,7 +46,7 @@ from deepstrain_jax.errors import InputError
 from deepstrain_jax.io.atomic import atomic_directory, atomic_path, write_text
 from deepstrain_jax.phantom import kinematics as kin
 from deepstrain_jax.phantom import render, scanner, truth
-from deepstrain_jax.phantom.params import PHENOTYPES, check_phenotype  # noqa: F401
+from deepstrain_jax.phantom.params import PHENOTYPES, check_phenotype, validate_params  # noqa: F401
 
 FORMAT = "deepstrain-phantom-truth/1"
 ACDC_GROUP = {"NOR": "NOR", "DCM": "DCM", "HCM": "HCM", "MINF": "MINF", "ARV": "RV"}
@@ -83,7 +83,7 @@ def _subject(seed: int, n_frames: int | None):
 
 def make_case(seed: int, phenotype: str = "NOR", model: str = "A", n_frames: int | None = None, *,
               snr=None, oblique: bool = False, tilt_deg: float = 0.0, heart_rate_bpm: float | None = None,
-              **acquisition_fields) -> PhantomCase:
+              params_update: dict | None = None, **acquisition_fields) -> PhantomCase:
     """Sample, render and measure one phantom patient.
 
     Args:
@@ -94,6 +94,8 @@ def make_case(seed: int, phenotype: str = "NOR", model: str = "A", n_frames: int
       snr: myocardial SNR: ``None`` (drawn U[10, 40]), a number, or a ``(low, high)`` range.
       oblique, tilt_deg: see :func:`deepstrain_jax.phantom.scanner.sample_geometry`.
       heart_rate_bpm: passed to ``sample_params`` (default: its own draw).
+      params_update: fields of :class:`~deepstrain_jax.phantom.params.PhantomParams` that replace the drawn ones
+        (e.g. ``nuisance``, ``base_angle_deg``), before the protocol is planned; the result is validated.
       **acquisition_fields: fixed :class:`~deepstrain_jax.phantom.scanner.Acquisition` fields.
     Returns:
       :class:`PhantomCase`.
@@ -104,6 +106,9 @@ def make_case(seed: int, phenotype: str = "NOR", model: str = "A", n_frames: int
         acquisition_fields["snr_myo"] = _draw_snr(snr, rng)
     params = kin.sample_params(int(seed), phenotype=phenotype, model=model, n_frames=frames,
                                heart_rate_bpm=heart_rate_bpm)
+    if params_update:
+        update = {k: tuple(float(x) for x in v) if k == "nuisance" else v for k, v in params_update.items()}
+        params = validate_params(dataclasses.replace(params, **update))
     acq = scanner.sample_acquisition(seed, params, **acquisition_fields)
     geometry = scanner.sample_geometry(seed, params, acq, oblique=oblique, tilt_deg=tilt_deg)
     return _finish(seed, seed, params, geometry, acq, phenotype, height, weight)
