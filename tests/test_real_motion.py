@@ -133,11 +133,12 @@ def test_pseudo_labels_fill_only_the_unlabelled_frames():
 
 
 @needs_data
-def test_carmen_real_config_never_reaches_a_held_out_patient(tmp_path):
+@pytest.mark.parametrize("variant", ["real", "real_v2"])
+def test_carmen_real_config_never_reaches_a_held_out_patient(tmp_path, variant):
     from configs import carmen
     from train import trainer
 
-    c = carmen.get_config("real")
+    c = carmen.get_config(variant)
     assert tuple(c.data.real.held_out) == ar.HELD_OUT
     refs = trainer.real_training_refs(c)
     names = {r.number for r in refs}
