@@ -15,6 +15,8 @@ def get_config(arg: str = "cpu"):
         return real_config(arg == "real_smoke")
     if arg == "real_v2":
         return real_v2_config()
+    if arg == "real_v3":
+        return real_v3_config()
     c = common.base_config("carmen", arg)
     c.model.input_shape = (128, 128, 16, 2)
     c.loss = {"lambda_i": 0.01, "lambda_a": 0.5, "lambda_s": 0.1, "lambda_epe": 0.0, "intensity": "mse",
@@ -119,4 +121,34 @@ def real_v2_config():
     c.train.steps, c.train.lr = 1500, 3e-4
     c.train.lr_decay = ((1000, 0.3),)
     c.train.max_minutes = 65.0
+    return c
+
+
+def real_v3_config():
+    """``:real_v3`` (issue 12): ``:real_v2``'s final model, trained on with three times its end-point-error weight.
+
+    What ``:real_v2`` showed (``docs/experiments/carmen_v2/``): the slice-mixing network learns geometry B's large
+    through-plane motion, but its phantom validation error (the trainer's own 4 validation phantoms, seeds from
+    10000) was lowest at step 1000 (1.02 mm) and rose again once the learning rate fell (1.15 mm at 1500), while the
+    unsupervised real-data terms, which cannot see through-plane motion, pulled it back. It missed its rule (end-point
+    error 4.07 -> 3.79 mm, a drop of 0.28 against the 0.5 required).
+
+    What changes: the supervised end-point-error weight 0.1 -> 0.3 x mm, a constant learning rate of 3e-4 for 900
+    steps, and the checkpoint chosen by that phantom validation pool (``best_metric = epe_myo_mm``, every 100
+    steps; neither held-out patients nor the 40 held-out phantoms play any part). Warm start:
+    ``--config.train.init_from=<the :real_v2 run>/model``.
+
+    Shipping rule, fixed before training: the same as ``:real_v2`` against ``carmen-acdc-v1``: on the 40 held-out
+    phantoms the mean end-point error at ES drops by at least 0.5 mm, the in-plane part grows by at most 0.1 mm,
+    the global circumferential ESS bias stays within +-1.5 points; on the real training cines 001-005 the ED -> ES
+    myocardium propagation Dice drops by at most 0.01.
+    """
+    c = real_v2_config()
+    c.variant = "real_v3"
+    c.loss.lambda_epe = 0.3
+    c.train.init_from = "runs/real/carmen_v2/model"
+    c.train.steps, c.train.lr, c.train.lr_decay = 900, 3e-4, ()
+    c.train.eval_every, c.train.ckpt_every = 100, 100
+    c.train.best_metric = "epe_myo_mm"
+    c.train.max_minutes = 34.0
     return c
