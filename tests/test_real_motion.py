@@ -133,7 +133,7 @@ def test_pseudo_labels_fill_only_the_unlabelled_frames():
 
 
 @needs_data
-@pytest.mark.parametrize("variant", ["real", "real_v2"])
+@pytest.mark.parametrize("variant", ["real", "real_v2", "real_v3"])
 def test_carmen_real_config_never_reaches_a_held_out_patient(tmp_path, variant):
     from configs import carmen
     from train import trainer

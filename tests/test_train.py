@@ -19,7 +19,7 @@ CONFIGS = ("vcn", "carson", "carmen")
 
 
 @pytest.mark.parametrize("name", CONFIGS)
-@pytest.mark.parametrize("arg", ["smoke", "cpu", "paper", "real", "real_v2"])
+@pytest.mark.parametrize("arg", ["smoke", "cpu", "paper", "real", "real_v2", "real_v3"])
 def test_every_config_loads_and_builds(name, arg):
     config = importlib.import_module(f"configs.{name}").get_config(arg)
     assert config.task == name
