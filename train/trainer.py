@@ -31,6 +31,7 @@ from flax import traverse_util
 
 from deepstrain_jax import console, models
 from deepstrain_jax.io import atomic
+from deepstrain_jax.models.layers import SLICE_MIX_PREFIX
 from deepstrain_jax.training import checkpointing, parallel, tasks
 from deepstrain_jax.training import state as state_lib
 from deepstrain_jax.training import step as step_lib
@@ -234,7 +235,7 @@ def warm_start(state, model_dir):
     new = traverse_util.flatten_dict({"params": variables["params"], "batch_stats": variables.get("batch_stats", {})})
     old = traverse_util.flatten_dict({"params": state.params, "batch_stats": state.batch_stats})
     added = set(old) - set(new)
-    if (set(new) - set(old) or any(not k[1].startswith("mix_") for k in added)
+    if (set(new) - set(old) or any(not k[1].startswith(SLICE_MIX_PREFIX) for k in added)
             or any(np.shape(new[k]) != np.shape(old[k]) for k in new)):
         raise ValueError(f"{model_dir}: its variables do not match the configured model")
     if added:

@@ -198,6 +198,9 @@ class ConvUnit(nn.Module):
         return r, y
 
 
+SLICE_MIX_PREFIX = "mix_"  # the names of the SliceMix layers: mix_enc{i}, mix_dec{j} (train.trainer.warm_start)
+
+
 class SliceMix(nn.Module):
     """Residual mixing across slices: ``h + sum_k h[z + k - 1] W_k`` (3 slices, zero padding), ``W`` zero at init.
 
@@ -348,12 +351,12 @@ class EncoderDecoder(nn.Module):
         for i, width in enumerate(self.widths):
             h = EncoderBlock(width, name=f"enc{i + 1}", **block)(h, train)
             if self.slice_mix:
-                h = SliceMix(name=f"mix_enc{i + 1}", **mix)(h)
+                h = SliceMix(name=f"{SLICE_MIX_PREFIX}enc{i + 1}", **mix)(h)
             skips.append(h)
         for j, skip in enumerate(reversed(skips[:-1])):
             h = DecoderBlock(skip.shape[-1], name=f"dec{j + 1}", **block)(h, skip, train)
             if self.slice_mix:
-                h = SliceMix(name=f"mix_dec{j + 1}", **mix)(h)
+                h = SliceMix(name=f"{SLICE_MIX_PREFIX}dec{j + 1}", **mix)(h)
         y = Conv(self.out_channels, self.kernel_size, None, self.strides, folded > 0, self.dtype,
                  self.param_dtype, name="head")(h)
         y = y.astype(jnp.float32)

@@ -106,9 +106,8 @@ def make_case(seed: int, phenotype: str = "NOR", model: str = "A", n_frames: int
         acquisition_fields["snr_myo"] = _draw_snr(snr, rng)
     params = kin.sample_params(int(seed), phenotype=phenotype, model=model, n_frames=frames,
                                heart_rate_bpm=heart_rate_bpm)
-    if params_update:
-        update = {k: tuple(float(x) for x in v) if k == "nuisance" else v for k, v in params_update.items()}
-        params = validate_params(dataclasses.replace(params, **update))
+    if params_update:  # params_from_dict: unknown names refused, nuisance as a tuple of floats
+        params = validate_params(kin.params_from_dict({**kin.params_to_dict(params), **params_update}))
     acq = scanner.sample_acquisition(seed, params, **acquisition_fields)
     geometry = scanner.sample_geometry(seed, params, acq, oblique=oblique, tilt_deg=tilt_deg)
     return _finish(seed, seed, params, geometry, acq, phenotype, height, weight)
