@@ -468,16 +468,38 @@ def test_cardiac_strain_on_the_lv_box_equals_the_whole_grid_on_the_myocardium():
         np.testing.assert_allclose(np.asarray(getattr(box.global_mean, name)),
                                    np.asarray(getattr(whole.global_mean, name)), rtol=1e-5, atol=1e-7)
     assert np.abs(np.asarray(whole.components.rr)[:, myo]).max() > 1e-3          # a field with strain in it
+    # Zero outside the box: the LV's in-plane extent plus the margin, sides rounded up to BOX_STEP voxels.
     lv = np.isin(labels, (2, 3)).any(axis=2)
     i, j = np.nonzero(lv)
-    outside = np.ones(shape[:2], bool)
-    outside[i.min() - 1:i.max() + 2, j.min() - 1:j.max() + 2] = False
-    assert np.all(np.asarray(box.components.cc)[:, outside] == 0)
+    computed = np.any([np.abs(np.asarray(c)).max(axis=(0, 3)) > 0 for c in box.components], axis=0)
+    ci, cj = np.nonzero(computed)
+    assert ci.min() <= i.min() - 1 and cj.min() <= j.min() - 1 and ci.max() >= i.max() + 1 and cj.max() >= j.max() + 1
+    for extent, lv_extent, n in ((ci.max() - ci.min() + 1, i.max() - i.min() + 3, shape[0]),
+                                 (cj.max() - cj.min() + 1, j.max() - j.min() + 3, shape[1])):
+        assert extent <= min(-(-lv_extent // S.BOX_STEP) * S.BOX_STEP, n)
+    assert computed.sum() < computed.size
     np.testing.assert_allclose(box.centre_line.origin_mm, whole.centre_line.origin_mm, atol=1e-9)
     np.testing.assert_allclose(box.centre_line.direction, whole.centre_line.direction, atol=1e-9)
     np.testing.assert_allclose(box.centre_line.slice_centroids_mm, whole.centre_line.slice_centroids_mm, atol=1e-9)
     with pytest.raises(ValueError, match="margin"):
         S.cardiac_strain_lv_box(u, labels, spacing, margin=0)
+
+
+def test_lv_boxes_of_similar_hearts_share_one_compiled_strain_program():
+    # Two LVs a few voxels apart in size and place: one box size, so the second subject compiles nothing new.
+    spacing = np.array([1.25, 1.25, 8.0])
+    shape = (96, 96, 5)
+    X = _grid_mm(shape, spacing)
+    u = np.zeros((2,) + shape + (3,), np.float32)
+    u[1, ..., 0] = 0.01 * X[..., 0]
+    sizes = []
+    for centre, radius in (((50.0, 55.0), 20.0), ((58.0, 49.0), 22.0)):
+        r = np.linalg.norm(X[..., :2] - np.array(centre), axis=-1)
+        labels = np.where(r < radius, 2, 0)
+        labels[r < radius - 7] = 3
+        S.cardiac_strain_lv_box(u, labels, spacing)
+        sizes.append(S._frame_components._cache_size())
+    assert sizes[1] == sizes[0]
 
 
 # ---------------------------------------------------------------- legacy parity path

@@ -30,9 +30,10 @@ import jax
 import numpy as np
 
 from deepstrain_jax import models
+from deepstrain_jax.analysis import startup_cache
 from deepstrain_jax.data.preprocessing import zscore
 from deepstrain_jax.errors import InputError, check_type
-from deepstrain_jax.io.checkpoints import load_variables, tree_sha256
+from deepstrain_jax.io.checkpoints import tree_sha256
 from deepstrain_jax.models import NAMES, count_variables, keras_weights, pretrained
 
 
@@ -103,7 +104,7 @@ def load_network(name: str, spec: str | os.PathLike | None = None, *, precision:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     provenance = {}
     if spec is None or os.fspath(spec) == "shipped":
-        variables, arch = pretrained.load_default(name)
+        variables, arch = pretrained.load_default(name, loader=startup_cache.load_variables)
         source = "shipped"
         provenance = read_provenance(pretrained.default_model_dir(name))
     else:
@@ -118,10 +119,10 @@ def load_network(name: str, spec: str | os.PathLike | None = None, *, precision:
             except ValueError as e:
                 raise InputError(str(e), path) from None
         elif (path / "model.json").is_file():
-            variables, arch = load_variables(path)
+            variables, arch = startup_cache.load_variables(path)
             provenance = read_provenance(path)
         elif path.is_dir() and _from_workdir(path) is not None:
-            variables, arch = load_variables(_from_workdir(path))
+            variables, arch = startup_cache.load_variables(_from_workdir(path))
             provenance = read_provenance(_from_workdir(path))
         else:
             raise InputError(f"not a {name} model: expected a model folder (model.json), a training work "
@@ -134,12 +135,36 @@ def load_network(name: str, spec: str | os.PathLike | None = None, *, precision:
                    apply=_compiled_apply(json.dumps(arch, sort_keys=True)), provenance=provenance)
 
 
+class NetworkApply:
+    """A network's jitted ``apply(variables, x)`` (inference mode).
+
+    With the start-up cache on (:func:`enable_compilation_cache`), each input signature runs the network's
+    exported module from :mod:`deepstrain_jax.analysis.startup_cache` (bit-identical outputs, no Flax tracing
+    in a new process); otherwise the traced function itself (``.jitted``).
+    """
+
+    def __init__(self, arch_json: str):
+        self.arch_json = arch_json
+        _, apply = models.build(json.loads(arch_json))
+        self.jitted = jax.jit(lambda variables, x: apply(variables, x))
+        self._exported: dict = {}
+
+    def __call__(self, variables, x):
+        if startup_cache.folder() is None:
+            return self.jitted(variables, x)
+        key = (startup_cache.folder(), startup_cache.signature(variables, x))
+        fn = self._exported.get(key)
+        if fn is None:
+            fn = startup_cache.exported_call(self.arch_json, self.jitted, variables, x) or self.jitted
+            self._exported[key] = fn
+        return fn(variables, x)
+
+
 @functools.lru_cache(maxsize=None)
-def _compiled_apply(arch_json: str) -> Callable:
-    """One jitted ``apply(variables, x)`` per architecture: reloading a model (or another model of the same
+def _compiled_apply(arch_json: str) -> NetworkApply:
+    """One :class:`NetworkApply` per architecture: reloading a model (or another model of the same
     architecture) reuses the compiled code."""
-    _, apply = models.build(json.loads(arch_json))
-    return jax.jit(lambda variables, x: apply(variables, x))
+    return NetworkApply(arch_json)
 
 
 def enable_compilation_cache(path: str | os.PathLike | None = None) -> str:
@@ -158,6 +183,7 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> str:
         return ""
     jax.config.update("jax_compilation_cache_dir", os.fspath(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    startup_cache.enable(folder)
     return os.fspath(folder)
 
 

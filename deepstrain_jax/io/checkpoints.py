@@ -66,7 +66,7 @@ def save_variables(directory: str | os.PathLike, variables: dict, model_config: 
     return directory
 
 
-def _expected_sha256(directory: Path) -> tuple[str | None, Path | None]:
+def expected_sha256(directory: Path) -> tuple[str | None, Path | None]:
     """The variables' recorded hash: ``variables.sha256``, else ``provenance.json``'s ``sha256``, else none."""
     if (directory / _CHECKSUM).is_file():
         return (directory / _CHECKSUM).read_text().strip(), directory / _CHECKSUM
@@ -105,7 +105,7 @@ def load_variables(directory: str | os.PathLike) -> tuple[dict, dict]:
                          directory / _VARIABLES) from None
     if not isinstance(variables, dict) or "params" not in variables:
         raise InputError("damaged model folder: the variables hold no 'params'", directory / _VARIABLES)
-    expected, source = _expected_sha256(directory)
+    expected, source = expected_sha256(directory)
     if expected is not None and tree_sha256(variables) != expected:
         raise InputError(f"damaged model folder: the variables do not match the SHA-256 in {source.name}",
                          directory / _VARIABLES)

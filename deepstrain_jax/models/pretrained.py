@@ -24,10 +24,12 @@ def default_model_dir(name: str) -> Path:
     return ASSETS / name
 
 
-def load_default(name: str) -> tuple[dict, dict]:
-    """``(variables, architecture)`` of the shipped model ``name``; build it with ``models.build(architecture)``."""
+def load_default(name: str, loader=load_variables) -> tuple[dict, dict]:
+    """``(variables, architecture)`` of the shipped model ``name``; build it with ``models.build(architecture)``.
+
+    ``loader``: reads the model folder (default :func:`deepstrain_jax.io.checkpoints.load_variables`)."""
     folder = default_model_dir(name)
     if not (folder / "model.json").is_file():
         raise FileNotFoundError(f"{folder}: the shipped {name} model is missing from this installation "
                                 "(reinstall the package; models are never downloaded)")
-    return load_variables(folder)
+    return loader(folder)

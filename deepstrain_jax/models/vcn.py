@@ -19,6 +19,8 @@ heat-map pixel ``i``, so ``c_grid = f c_hm + (f - 1) / 2``.
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 
@@ -157,9 +159,15 @@ def heatmap_peak(heatmaps, window_vox: float = 2 * SIGMA_VOX, iterations: int = 
         raise ValueError(f"heatmaps must be (S, X, Y) or (S, X, Y, 1), got {heatmaps.shape}")
     if window_vox <= 0:
         raise ValueError(f"window_vox must be positive, got {window_vox}")
-    h = jnp.maximum(heatmaps.mean(axis=0), 0.0)
+    return _mean_shift_peak(heatmaps.mean(axis=0), float(window_vox), int(iterations))
+
+
+@partial(jax.jit, static_argnums=(1, 2))
+def _mean_shift_peak(mean_heatmap, window_vox: float, iterations: int):
+    # One compiled program per heat-map size (the slice count is averaged out first), not one per operation.
+    h = jnp.maximum(mean_heatmap, 0.0)
     nx, ny = h.shape
-    flat = jnp.argmax(heatmaps.mean(axis=0))
+    flat = jnp.argmax(mean_heatmap)
     p = jnp.stack([flat // ny, flat % ny]).astype(jnp.float32)
     i = jnp.arange(nx, dtype=jnp.float32)[:, None]
     j = jnp.arange(ny, dtype=jnp.float32)[None, :]

@@ -233,9 +233,11 @@ class CardiacStrain(NamedTuple):
 
 
 @partial(jax.jit, static_argnames="method")
-def _frame_components(u_mm, spacing_mm, basis, weights, method):
-    """Per frame: the projected components and their :func:`global_strain` over ``weights`` (the ED
-    myocardium), in one compiled program."""
+def _frame_components(u_mm, spacing_mm, origin_mm, direction, weights, method):
+    """The basis, then per frame the projected components and their :func:`global_strain` over ``weights``
+    (the ED myocardium), in one compiled program."""
+    basis = cardiac_basis(u_mm.shape[1:4], spacing_mm, origin_mm, direction, dtype=u_mm.dtype)
+
     def one_frame(u):
         if method == "fd":
             E = green_lagrange(u, spacing_mm)
@@ -275,7 +277,7 @@ def cardiac_strain(u_mm, labels_ed, spacing_mm, *, base_first: bool = True, meth
     labels = np.asarray(labels_ed)
     if u.ndim != 5 or u.shape[-1] != 3 or u.shape[1:4] != labels.shape:
         raise ValueError(f"u_mm must be (T, X, Y, Z, 3) on the grid of labels_ed {labels.shape}, got {u.shape}")
-    if not bool(jnp.all(jnp.isfinite(u))):
+    if not np.isfinite(np.asarray(u)).all():
         raise ValueError("u_mm contains NaN or infinite values")
     myocardium = labels == myo_label
     if not myocardium.any():
@@ -283,9 +285,13 @@ def cardiac_strain(u_mm, labels_ed, spacing_mm, *, base_first: bool = True, meth
     spacing = _spacing_vector(spacing_mm, 3, u.dtype)
     line = lv_centre_line(labels, np.asarray(spacing_mm, dtype=np.float64), base_first=base_first,
                           cavity_label=cavity_label, myo_label=myo_label)
-    basis = cardiac_basis(labels.shape, spacing, line.origin_mm, line.direction, dtype=u.dtype)
-    components, global_mean = _frame_components(u, spacing, basis, jnp.asarray(myocardium, u.dtype), method)
+    components, global_mean = _frame_components(u, spacing, np.asarray(line.origin_mm, u.dtype),
+                                                np.asarray(line.direction, u.dtype),
+                                                myocardium.astype(u.dtype), method)
     return CardiacStrain(components, global_mean, line)
+
+
+BOX_STEP = 16  # voxels: the LV box's in-plane sides are multiples of this (or the whole grid)
 
 
 def cardiac_strain_lv_box(u_mm, labels_ed, spacing_mm, *, margin: int = 2, base_first: bool = True,
@@ -293,7 +299,8 @@ def cardiac_strain_lv_box(u_mm, labels_ed, spacing_mm, *, margin: int = 2, base_
     """:func:`cardiac_strain` computed on the in-plane bounding box of the LV only (what the outputs use).
 
     The box holds every ED voxel labelled ``myo_label`` or ``cavity_label``, grown by ``margin`` voxels in-plane
-    (clipped to the grid) and spanning every slice. Central differences at a voxel only read its neighbours, so
+    (clipped to the grid), its sides rounded up to a multiple of :data:`BOX_STEP` voxels (or the grid's side),
+    and spans every slice. Central differences at a voxel only read its neighbours, so
     with ``margin >= 1`` every myocardial voxel gets the gradient it gets on the whole grid (a box side on the
     grid's edge is the grid's own edge), and the long axis, basis and global means are the same; the LV of a
     128 x 128 network grid is often a fifth of it, and the strain takes that share of the time.
@@ -316,7 +323,13 @@ def cardiac_strain_lv_box(u_mm, labels_ed, spacing_mm, *, margin: int = 2, base_
     box = []
     for axis in (0, 1):
         idx = np.flatnonzero(lv.any(axis=1 - axis))
-        box.append(slice(max(int(idx[0]) - int(margin), 0), min(int(idx[-1]) + 1 + int(margin), labels.shape[axis])))
+        n = labels.shape[axis]
+        start, stop = max(int(idx[0]) - int(margin), 0), min(int(idx[-1]) + 1 + int(margin), n)
+        # The side rounded up to a multiple of BOX_STEP (within the grid): subjects share a few box sizes, so a
+        # cohort compiles the strain program a few times instead of once per subject.
+        size = min(-(-(stop - start) // BOX_STEP) * BOX_STEP, n)
+        start = min(start, n - size)
+        box.append(slice(start, start + size))
     inner = cardiac_strain(u[:, box[0], box[1]], labels[box[0], box[1]], spacing_mm, base_first=base_first,
                            method=method, myo_label=myo_label, cavity_label=cavity_label)
 
