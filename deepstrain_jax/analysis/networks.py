@@ -174,7 +174,9 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> str:
     Every program is kept, however fast it compiled (a threshold of 0.5 s, used before, left ~170 small
     programs of one analysis to be compiled again by every process: a 25-frame CLI run on a 128 x 128 phantom
     with a warm cache took 18.3 s with it and 14.6 s without, same machine); about 1 MB per input size.
-    Returns the folder used. Failing to create it only disables the cache.
+    Also turns on the start-up cache in ``<folder>/deepstrain`` (:mod:`deepstrain_jax.analysis.startup_cache`:
+    model variables and exported networks). Returns the folder used. Failing to create it only disables the
+    cache.
     """
     folder = Path(path or os.environ.get("DEEPSTRAIN_JAX_CACHE") or Path.home() / ".cache" / "deepstrain-jax" / "xla")
     try:
