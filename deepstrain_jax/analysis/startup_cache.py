@@ -82,11 +82,11 @@ def load_variables(directory: str | os.PathLike) -> tuple[dict, dict]:
     if variables is not None and isinstance(model_config, dict) and tree_sha256(variables) == expected:
         return variables, model_config
     variables, model_config = read_model_folder(directory)
-    buffer = io.BytesIO()
-    flat = {"/".join(str(k.key) for k in path): np.asarray(leaf)
-            for path, leaf in jax.tree_util.tree_flatten_with_path(variables)[0]}
-    np.savez(buffer, **flat)
-    _write(entry, buffer.getvalue())
+    leaves = jax.tree_util.tree_flatten_with_path(variables)[0]
+    if all(isinstance(k, jax.tree_util.DictKey) and "/" not in str(k.key) for path, _ in leaves for k in path):
+        buffer = io.BytesIO()  # nested dicts only (what Flax variables are): the paths name the arrays
+        np.savez(buffer, **{"/".join(str(k.key) for k in path): np.asarray(leaf) for path, leaf in leaves})
+        _write(entry, buffer.getvalue())
     return variables, model_config
 
 
@@ -123,7 +123,9 @@ def exported_call(name: str, jitted: Callable, variables, x) -> Callable | None:
     ``name``: what identifies the function apart from the shapes (the architecture's JSON)."""
     if _folder is None:
         return None
-    parts = [name, signature(variables, x), jax.default_backend(), jax.__version__, jaxlib.__version__]
+    # Besides the shapes: what changes the traced program (backend, versions, the tracing-time precision flags).
+    parts = [name, signature(variables, x), jax.default_backend(), jax.__version__, jaxlib.__version__,
+             jax.config.jax_enable_x64, jax.config.jax_default_matmul_precision]
     entry = _folder / "exported" / f"{_key(parts)}.jaxexport"
     try:
         exported = jax.export.deserialize(bytearray(entry.read_bytes()))
