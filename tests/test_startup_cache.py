@@ -94,3 +94,16 @@ def test_a_damaged_exported_entry_is_traced_again(cache):
     np.testing.assert_array_equal(np.asarray(networks_lib.NetworkApply(net.apply.arch_json)(net.variables, x)),
                                   expected)
     assert jax.export.deserialize(bytearray(entry.read_bytes())) is not None  # rewritten whole
+
+
+def test_a_network_that_cannot_be_exported_runs_traced(cache, monkeypatch):
+    # E.g. jax.export's serialization without its flatbuffers dependency: the analysis goes on, uncached.
+    def unavailable(*args, **kwargs):
+        raise ImportError("Please install 'flatbuffers' in order to use Exported serialization")
+
+    monkeypatch.setattr(jax.export, "export", unavailable)
+    net = networks_lib.load_network("vcn")
+    x = np.random.default_rng(3).normal(size=(2, 128, 128, 1)).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(networks_lib.NetworkApply(net.apply.arch_json)(net.variables, x)),
+                                  np.asarray(net.apply.jitted(net.variables, x)))
+    assert not list((cache / "exported").glob("*.jaxexport"))

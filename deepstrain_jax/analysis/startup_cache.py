@@ -33,6 +33,7 @@ import jax
 import jaxlib
 import numpy as np
 
+from deepstrain_jax import console
 from deepstrain_jax.io import atomic
 from deepstrain_jax.io.checkpoints import expected_sha256, tree_sha256
 from deepstrain_jax.io.checkpoints import load_variables as read_model_folder
@@ -118,7 +119,8 @@ def signature(variables, x) -> tuple:
 
 def exported_call(name: str, jitted: Callable, variables, x) -> Callable | None:
     """A jitted callable equal to ``jitted`` for arguments shaped like ``(variables, x)``, from the exported
-    module in the cache (written there on a miss), or ``None`` when the cache is off.
+    module in the cache (written there on a miss), or ``None`` when the cache is off or the module cannot be
+    exported or serialized (the caller then runs ``jitted`` itself).
 
     ``name``: what identifies the function apart from the shapes (the architecture's JSON)."""
     if _folder is None:
@@ -136,6 +138,10 @@ def exported_call(name: str, jitted: Callable, variables, x) -> Callable | None:
     except Exception:  # noqa: BLE001 - a missing, damaged or foreign entry is traced again, whatever it raises
         exported = None
     if exported is None:
-        exported = jax.export.export(jitted)(_spec(variables), _spec(x))
-        _write(entry, bytes(exported.serialize()))
+        try:
+            exported = jax.export.export(jitted)(_spec(variables), _spec(x))
+            _write(entry, bytes(exported.serialize()))
+        except Exception as e:  # noqa: BLE001 - the cache must never stop an analysis: run the traced function
+            console.debug("start-up cache: no exported module for %s (%s: %s)", name[:60], type(e).__name__, e)
+            return None
     return jax.jit(exported.call)
