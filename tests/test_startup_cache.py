@@ -9,7 +9,7 @@ import pytest
 
 from deepstrain_jax.analysis import networks as networks_lib
 from deepstrain_jax.analysis import startup_cache
-from deepstrain_jax.io.checkpoints import load_variables, tree_sha256
+from deepstrain_jax.io.checkpoints import load_variables, save_variables, tree_sha256
 from deepstrain_jax.models import pretrained
 
 
@@ -107,3 +107,14 @@ def test_a_network_that_cannot_be_exported_runs_traced(cache, monkeypatch):
     np.testing.assert_array_equal(np.asarray(networks_lib.NetworkApply(net.apply.arch_json)(net.variables, x)),
                                   np.asarray(net.apply.jitted(net.variables, x)))
     assert not list((cache / "exported").glob("*.jaxexport"))
+
+
+def test_variables_with_an_empty_collection_keep_their_structure(cache, tmp_path):
+    # An .npz holds arrays only: a tree with an empty dict (no batch statistics) is read with Orbax every time.
+    variables = {"params": {"dense": {"kernel": np.arange(4, dtype=np.float32).reshape(2, 2)}}, "batch_stats": {}}
+    folder = save_variables(tmp_path / "model", variables, {"name": "test"})
+    for _ in range(2):
+        loaded, _ = startup_cache.load_variables(folder)
+        assert jax.tree_util.tree_structure(loaded) == jax.tree_util.tree_structure(variables)
+        assert _equal_trees(loaded, variables)
+    assert not list((cache / "variables").glob("*.npz"))

@@ -32,6 +32,7 @@ from typing import Callable
 import jax
 import jaxlib
 import numpy as np
+from flax import traverse_util
 
 from deepstrain_jax import console
 from deepstrain_jax.io import atomic
@@ -83,10 +84,13 @@ def load_variables(directory: str | os.PathLike) -> tuple[dict, dict]:
     if variables is not None and isinstance(model_config, dict) and tree_sha256(variables) == expected:
         return variables, model_config
     variables, model_config = read_model_folder(directory)
-    leaves = jax.tree_util.tree_flatten_with_path(variables)[0]
-    if all(isinstance(k, jax.tree_util.DictKey) and "/" not in str(k.key) for path, _ in leaves for k in path):
-        buffer = io.BytesIO()  # nested dicts only (what Flax variables are): the paths name the arrays
-        np.savez(buffer, **{"/".join(str(k.key) for k in path): np.asarray(leaf) for path, leaf in leaves})
+    flat = traverse_util.flatten_dict(variables, keep_empty_nodes=True)
+    # Nested dicts of arrays only (what Flax variables are), with no empty dict (the .npz could not bring it
+    # back) and no "/" in a name (the separator of the array names).
+    if all(isinstance(k, str) and "/" not in k for path in flat for k in path) and \
+            not any(v is traverse_util.empty_node for v in flat.values()):
+        buffer = io.BytesIO()
+        np.savez(buffer, **{"/".join(path): np.asarray(v) for path, v in flat.items()})
         _write(entry, buffer.getvalue())
     return variables, model_config
 
@@ -94,14 +98,7 @@ def load_variables(directory: str | os.PathLike) -> tuple[dict, dict]:
 def _read_npz(path: Path) -> dict | None:
     try:
         with np.load(path, allow_pickle=False) as z:
-            tree: dict = {}
-            for name in z.files:
-                node = tree
-                *parents, leaf = name.split("/")
-                for p in parents:
-                    node = node.setdefault(p, {})
-                node[leaf] = z[name]
-            return tree
+            return traverse_util.unflatten_dict({name: z[name] for name in z.files}, sep="/")
     except (OSError, ValueError, KeyError, AttributeError, TypeError):
         return None
 
