@@ -111,6 +111,82 @@ def b0_frame(s, t):
     return (x - x.mean()) / (x.std() + 1e-8)
 
 
+def _affine_field(shape, A, b, centre):
+    """``u(X) = A (X - c) + c + b - X`` on the voxel grid and its exact inverse ``v(x) = A^-1 (x - c - b) + c - x``."""
+    g = np.stack(np.meshgrid(*(np.arange(n, dtype=np.float64) for n in shape), indexing="ij"), axis=-1)
+    u = (g - centre) @ np.asarray(A).T + centre + b - g
+    v = (g - centre - b) @ np.linalg.inv(A).T + centre - g
+    return u.astype(np.float32), v
+
+
+def test_inverse_displacement_of_an_affine_motion_is_exact():
+    """An affine motion (in-plane rotation and contraction, through-plane shortening and descent) is its own linear
+    interpolant, so the inverse is exact, and known exactly where the preimage has all eight neighbours in the mask."""
+    shape = (48, 44, 10)
+    th = np.deg2rad(9.0)
+    A = np.array([[0.85 * np.cos(th), -0.85 * np.sin(th), 0.0], [0.85 * np.sin(th), 0.85 * np.cos(th), 0.0],
+                  [0.0, 0.0, 0.9]])
+    c, b = np.array([23.0, 21.5, 4.5]), np.array([1.2, -0.7, 1.3])
+    u, v_true = _affine_field(shape, A, b, c)
+    g = np.stack(np.meshgrid(*(np.arange(n) for n in shape), indexing="ij"), axis=-1)
+    mask = (np.hypot(g[..., 0] - c[0], g[..., 1] - c[1]) < 15) & (g[..., 2] >= 1) & (g[..., 2] <= 8)
+    v, v_mask = sj.inverse_displacement(u, mask)
+    pre = g + v_true  # the preimage X of every voxel x
+    expected = (ndimage.map_coordinates(mask.astype(np.float32), np.moveaxis(pre, -1, 0), order=1, mode="nearest")
+                >= 1 - 1e-6) & np.all((pre >= 0) & (pre <= np.asarray(shape) - 1), axis=-1)
+    np.testing.assert_array_equal(v_mask, expected)
+    assert v_mask.sum() > 1000
+    np.testing.assert_allclose(v[v_mask], v_true[v_mask], atol=2e-3)
+    assert not v[~v_mask].any()
+    # Nothing known, nothing returned; a field off the mask's grid is refused.
+    v0, m0 = sj.inverse_displacement(u, np.zeros(shape, bool))
+    assert not m0.any() and not v0.any()
+    with pytest.raises(ValueError, match="u_vox"):
+        sj.inverse_displacement(u[:-1], mask)
+
+
+def _affine_subject(n_frames=4, shape=(24, 24, 4)):
+    """A subject whose motion ED -> t is affine (rotation, contraction, descent): its inverse is known exactly."""
+    rng = np.random.default_rng(3)
+    image = rng.normal(size=(*shape, n_frames)).astype(np.float32)
+    u_mm = np.zeros((n_frames, *shape, 3), np.float32)
+    for t in range(1, n_frames):
+        th = np.deg2rad(4.0 * t)
+        A = np.array([[0.95 * np.cos(th), -0.95 * np.sin(th), 0], [0.95 * np.sin(th), 0.95 * np.cos(th), 0],
+                      [0, 0, 1.0]])
+        u_vox, _ = _affine_field(shape, A, np.array([0.3 * t, -0.2 * t, 0.25 * t]), np.array([11.5, 11.5, 1.5]))
+        u_mm[t] = u_vox * np.array([2.0, 2.0, 8.0], np.float32)
+    cfg = sj.SubjectConfig(inplane_mm=2.0, n_slices=4, crop=24, centre="fov", vcn_canvas=16)
+    return sj.make_subject(image, (2.0, 2.0, 8.0), labels={0: _ring_labels(shape)}, u_mm=u_mm, ed=0, es=2, cfg=cfg)
+
+
+class _TruthPool(list):
+    has_motion_truth = True
+
+
+def test_reverse_pairs_carry_the_inverse_truth_when_asked():
+    """``reverse_truth``: a reversed phantom pair [t, ED] is supervised by the inverse field on the frame-t grid;
+    sampled with the forward field it closes the cycle, ``v(x) + u(x + v(x)) = 0``."""
+    shape = (24, 24, 4)
+    s = _affine_subject(shape=shape)
+    pool = _TruthPool([s])
+    plain = batches.carmen_batch(pool, 0, 0, 6, augment=None, identity_prob=0.0, reverse_prob=1.0)
+    assert not plain["u_mask"].any()
+    b = batches.carmen_batch(pool, 0, 0, 6, augment=None, identity_prob=0.0, reverse_prob=1.0, reverse_truth=True)
+    np.testing.assert_array_equal(b["inputs"], plain["inputs"])  # the same pairs, now with their truth
+    for k in range(6):
+        t, m, v = b["frame"][k], b["u_mask"][k], b["u_vox"][k]
+        assert b["reversed"][k] and m.sum() > 100
+        fwd = s.u_vox[t]
+        pts = np.moveaxis(np.indices(shape, dtype=np.float32) + np.moveaxis(v, -1, 0), 0, -1)[m]
+        back = np.stack([ndimage.map_coordinates(fwd[..., c], pts.T, order=1, mode="nearest") for c in range(3)], -1)
+        np.testing.assert_allclose(v[m] + back, 0.0, atol=3e-3)
+    # Forward pairs are unchanged by the option.
+    fwd_b = batches.carmen_batch(pool, 0, 0, 6, augment=None, identity_prob=0.0, reverse_truth=True)
+    np.testing.assert_array_equal(fwd_b["u_vox"], batches.carmen_batch(pool, 0, 0, 6, augment=None,
+                                                                       identity_prob=0.0)["u_vox"])
+
+
 @needs_data
 def test_pseudo_labels_fill_only_the_unlabelled_frames():
     from train.pseudo_labels import CarsonLabeller
@@ -133,7 +209,7 @@ def test_pseudo_labels_fill_only_the_unlabelled_frames():
 
 
 @needs_data
-@pytest.mark.parametrize("variant", ["real", "real_v2", "real_v3"])
+@pytest.mark.parametrize("variant", ["real", "real_v2", "real_v3", "real_inverse"])
 def test_carmen_real_config_never_reaches_a_held_out_patient(tmp_path, variant):
     from configs import carmen
     from train import trainer
@@ -152,6 +228,26 @@ def test_carmen_real_config_never_reaches_a_held_out_patient(tmp_path, variant):
             k, j = train.locate(int(i))
             if isinstance(train.pools[k], pools.RealAcdcPool):
                 assert train.pools[k].refs[j].number not in ar.HELD_OUT
+
+
+def test_real_inverse_config_samples_reversed_pairs_with_their_truth():
+    """The config reaches the sampler: ``:real_inverse`` gives reversed pairs with the inverse truth, ``:real_v3``
+    (the shipped model's run) reversed pairs without any."""
+    from configs import carmen
+    from train import trainer
+
+    pool = _TruthPool([_affine_subject()])
+    seen = {}
+    for variant in ("real_inverse", "real_v3"):
+        c = carmen.get_config(variant)
+        c.augment.enabled = False
+        c.train.batch_size = 8
+        sample, _ = trainer.make_samplers(c)
+        b = sample(pool, 0)
+        rev = b["reversed"] & (b["frame"] != 0)
+        assert rev.any() and (~rev).any()
+        seen[variant] = b["u_mask"][rev].reshape(rev.sum(), -1).any(axis=1)
+    assert seen["real_inverse"].all() and not seen["real_v3"].any()
 
 
 @needs_data

@@ -146,6 +146,8 @@ def make_samplers(config):
         kwargs["identity_prob"] = config.data.identity_prob
         if config.data.get("reverse_prob", 0.0):
             kwargs["reverse_prob"] = float(config.data.reverse_prob)
+            if config.data.get("reverse_truth", False):
+                kwargs["reverse_truth"] = True
     if config.task == "carson":
         kwargs["heart_only"] = config.data.heart_only
         if config.data.get("train_crop", 0):

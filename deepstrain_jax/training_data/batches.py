@@ -35,6 +35,7 @@ import numpy as np
 
 from deepstrain_jax.models import vcn
 from deepstrain_jax.training_data import augment as aug
+from deepstrain_jax.training_data import subjects
 
 _SAMPLER = {"carson": 1, "vcn": 2, "carmen": 3}
 _MAX_PERMUTED = 2 ** 22
@@ -171,7 +172,7 @@ def vcn_batch(pool, seed: int, step: int, batch_size: int, *, augment: aug.Augme
 
 def carmen_batch(pool, seed: int, step: int, batch_size: int, *, augment: aug.AugmentConfig | None =
                  aug.AugmentConfig(), identity_prob: float = 0.1, frames: str = "all",
-                 reverse_prob: float = 0.0) -> dict:
+                 reverse_prob: float = 0.0, reverse_truth: bool = False) -> dict:
     """``[ED, t]`` pairs on the network grid for CarMEN, with labels and (phantoms) displacement truth.
 
     Each example: a subject; ``t = ED`` with probability ``identity_prob`` (the identity pair, ``u = 0``),
@@ -182,9 +183,12 @@ def carmen_batch(pool, seed: int, step: int, batch_size: int, *, augment: aug.Au
     each image channel z-scored. For the identity pair ``u_vox`` is exactly 0.
 
     ``reverse_prob``: with this probability a non-identity pair is given the other way round, ``[t, ED]`` (the
-    network learns the inverse motion t -> ED as well). The truth of a reversed pair is not known (it is the
-    inverse field, on the frame-t grid), so its ``u_mask`` is all False: it trains by the unsupervised terms only.
-    The draw is made only when ``reverse_prob > 0``, so ``reverse_prob = 0`` gives the batches of before.
+    network learns the inverse motion t -> ED as well). Its truth is the inverse field on the frame-t grid: with
+    ``reverse_truth`` it is computed from the subject's ``u_vox`` (:func:`deepstrain_jax.training_data.subjects.
+    inverse_displacement`, masked where it is known), so phantoms supervise the inverse motion too, through-plane
+    included; without it (the default, the batches of ``carmen-acdc-v2``'s training) a reversed pair's ``u_mask``
+    is all False and it trains by the unsupervised terms only. The draw is made only when ``reverse_prob > 0``, so
+    ``reverse_prob = 0`` gives the batches of before.
 
     Returns:
       ``{"inputs": (B, N, N, Z, 2) float32, "labels_ed", "labels_t": (B, N, N, Z) int32, "labelled": (B,) bool,
@@ -219,6 +223,8 @@ def carmen_batch(pool, seed: int, step: int, batch_size: int, *, augment: aug.Au
         if with_u and s.u_vox is not None and not reverse:
             fields["u_vox"] = np.zeros_like(s.u_vox[ed]) if t == ed else s.u_vox[t]
             fields["mask"] = s.u_mask
+        elif with_u and s.u_vox is not None and reverse_truth:
+            fields["u_vox"], fields["mask"] = subjects.inverse_displacement(s.u_vox[t], s.u_mask)
         moved = aug.transform_example(tr, **fields)
         if batch is None:  # shapes from the first example; later ones must match (np assignment checks)
             n = (batch_size,) + s.image.shape[1:]

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+from scipy import ndimage
 
 from deepstrain_jax.data import acdc
 from deepstrain_jax.data import preprocessing as pp
@@ -396,3 +397,70 @@ def subject_from_arrays(d) -> Subject:
     fields["name"] = str(fields["name"])
     fields["frame_interval_s"] = float(fields["frame_interval_s"])
     return Subject(**fields)
+
+
+# ---- The inverse of a known displacement (truth for the reversed pairs t -> ED). ----
+
+def inverse_displacement(u_vox, mask, *, max_iterations: int = 60, tol_vox: float = 1e-3
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """The inverse of a displacement field known on ``mask``, on the same grid: the truth of the pair ``[t, ED]``.
+
+    ``u`` maps the ED grid to frame t: the point ``X`` is at ``x = X + u(X)`` in frame t (the backward warp
+    ``V_t(X + u(X))`` maps frame t onto ED). Its inverse ``v`` on the frame-t grid maps back: ``x + v(x) = X``,
+    so ``V_ED(x + v(x))`` is frame t. Solved per voxel ``x`` by the fixed point ``X <- x - u(X)`` with ``u``
+    sampled trilinearly (clamp to the edge, :func:`deepstrain_jax.ops.warp.warp`'s rule), which contracts where
+    ``|du/dX| < 1`` (any deformation without folding that is not too strong). It is the exact inverse of the
+    linear interpolant of ``u``: the same field the forward truth is on the network grid.
+
+    Args:
+      u_vox: ``(X, Y, Z, 3)`` displacement ED -> t on the ED grid, voxels (component c along axis c).
+      mask: ``(X, Y, Z)`` bool, where ``u_vox`` is known.
+      max_iterations, tol_vox: the fixed point stops when every point moves less than ``tol_vox``.
+    Returns:
+      ``(v_vox (X, Y, Z, 3) float32, v_mask (X, Y, Z) bool)``: ``v_mask`` where the iteration converged to a
+      point ``X`` whose every trilinear neighbour lies in ``mask`` (there ``|X + u(X) - x| <= tol_vox``); ``v``
+      is 0 elsewhere.
+    """
+    u = np.asarray(u_vox, np.float32)
+    mask = np.asarray(mask, bool)
+    if u.ndim != 4 or u.shape[-1] != 3 or u.shape[:3] != mask.shape:
+        raise ValueError(f"u_vox must be (X, Y, Z, 3) on mask's grid {mask.shape}, got {u.shape}")
+    v = np.zeros_like(u)
+    v_mask = np.zeros(mask.shape, bool)
+    if not mask.any():
+        return v, v_mask
+    shape = np.asarray(mask.shape)
+    # Candidates: the box around the image of the mask, x = X + u(X), one voxel wider.
+    image = np.argwhere(mask) + u[mask]
+    lo = np.maximum(np.floor(image.min(axis=0)) - 1, 0).astype(int)
+    hi = np.minimum(np.ceil(image.max(axis=0)) + 2, shape).astype(int)
+    if np.any(hi <= lo):
+        return v, v_mask
+    x = np.stack(np.meshgrid(*(np.arange(a, b, dtype=np.float32) for a, b in zip(lo, hi)), indexing="ij"),
+                 axis=-1).reshape(-1, 3)
+
+    def sample(field, points):  # trilinear, clamp to the edge
+        coords = np.clip(points, 0, shape - 1).T
+        return ndimage.map_coordinates(field, coords, order=1, mode="nearest", output=np.float32)
+
+    comps = [np.ascontiguousarray(u[..., c]) for c in range(3)]
+    X = x.copy()
+    active = np.arange(len(x))
+    for _ in range(max_iterations):
+        p = X[active]
+        new = x[active] - np.stack([sample(f, p) for f in comps], axis=-1)
+        moved = np.abs(new - p).max(axis=1)
+        X[active] = new
+        active = active[moved >= tol_vox]
+        if active.size == 0:
+            break
+    converged = np.ones(len(x), bool)
+    converged[active] = False
+    inside = np.all((X >= 0) & (X <= shape - 1), axis=1)
+    known = sample(mask.astype(np.float32), X) >= 1.0 - 1e-6
+    residual = np.abs(X + np.stack([sample(f, X) for f in comps], axis=-1) - x).max(axis=1)
+    ok = converged & inside & known & (residual <= 2 * tol_vox)
+    idx = tuple(x[ok].astype(int).T)
+    v[idx] = X[ok] - x[ok]
+    v_mask[idx] = True
+    return v, v_mask
