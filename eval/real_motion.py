@@ -68,6 +68,7 @@ def propagation_case(case, method: str, networks: Networks | None = None) -> dic
     row.update({f"ed2es_{k}": v for k, v in class_scores(propagate_labels(lab_ed, u_b), lab_es, case.spacing_mm).items()})
     closure = cycle_closure_mm(u_f, u_b, case.spacing_mm, lab_ed == 2)
     row["closure_mean_mm"], row["closure_p95_mm"] = closure["mean"], closure["p95"]
+    row["closure_in_plane_mm"], row["closure_through_plane_mm"] = closure["in_plane_mean"], closure["through_plane_mean"]
     return row
 
 
@@ -77,7 +78,9 @@ def analysis_case(case, networks: Networks, label: str) -> dict:
     g = r["strain"]["indices"]
     row = {"patient": case.name, "group": case.group, "model": label,
            "folded_fraction": r["qc"]["folded_fraction"],
-           "closure_mean_mm": r["qc"]["cycle_closure_mm"]["mean"]}
+           "closure_mean_mm": r["qc"]["cycle_closure_mm"]["mean"],
+           "closure_in_plane_mm": r["qc"]["cycle_closure_mm"].get("in_plane_mean"),
+           "closure_through_plane_mm": r["qc"]["cycle_closure_mm"].get("through_plane_mean")}
     for d in ("radial", "circumferential", "longitudinal"):
         row[f"{d}_ess_pct"] = g[d]["ess_pct"]
     return row
@@ -111,14 +114,18 @@ def markdown(prop_rows: list, ana_rows: list, models: dict) -> str:
         lines.append(f"| {p} | {group} | " + " | ".join(cells) + " |")
     if ana_rows:
         lines += ["", "`deepstrain analyze` on every held-out cine (folded fraction of the ED myocardium over all "
-                  "frames; cycle closure on the network grid; global end-systolic strain, %):", "",
-                  "| patient | group | model | folded fraction | closure (mm) | radial ESS | circ. ESS | long. ESS |",
-                  "|---|---|---|---:|---:|---:|---:|---:|"]
+                  "frames; cycle closure on the network grid, whole and in-plane / through-plane; global end-systolic "
+                  "strain, %):", "",
+                  "| patient | group | model | folded fraction | closure (mm) | in-plane / through-plane (mm) "
+                  "| radial ESS | circ. ESS | long. ESS |",
+                  "|---|---|---|---:|---:|---:|---:|---:|---:|"]
         for r in ana_rows:
             cells = [f"{r[k]:.1f}" if r[k] is not None else "–" for k in
                      ("radial_ess_pct", "circumferential_ess_pct", "longitudinal_ess_pct")]
+            parts = " / ".join("–" if r.get(k) is None else f"{r[k]:.2f}"
+                               for k in ("closure_in_plane_mm", "closure_through_plane_mm"))
             lines.append(f"| {r['patient']} | {r['group']} | {r['model']} | {r['folded_fraction']:.4f} | "
-                         f"{r['closure_mean_mm']:.2f} | " + " | ".join(cells) + " |")
+                         f"{r['closure_mean_mm']:.2f} | {parts} | " + " | ".join(cells) + " |")
     lines += ["", "Models: " + "; ".join(f"{k}: `{v}`" for k, v in models.items()) + "."]
     return "\n".join(lines) + "\n"
 

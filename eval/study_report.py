@@ -68,7 +68,10 @@ def tables(rows: list[dict], factors=FACTORS, suffix: str = "") -> str:
                       ("epe_es_mm", "dense end-point error"), ("epe_es_inplane_mm", "in-plane part"),
                       ("epe_es_throughplane_mm", "through-plane part"),
                       ("epe_es_segment_max_mm", "worst AHA segment (mean EPE)"),
-                      ("landmark_epe_es_mm", "landmark end-point error (12 points)")):
+                      ("landmark_epe_es_mm", "landmark end-point error (12 points)"),
+                      ("qc_cycle_closure_mm", "cycle closure ED -> ES -> ED (QC, no truth needed)"),
+                      ("qc_cycle_closure_in_plane_mm", "cycle closure, in-plane part"),
+                      ("qc_cycle_closure_through_plane_mm", "cycle closure, through-plane part")):
         out.append(f"| {name} | {_mean_sd(_values(rows, key))} |")
     out += ["", f"### Table III: global strain and strain rate (against the exact curves){suffix}", "",
             "| quantity | unit | n | r | bias | 95% limits |", "|---|---|---:|---:|---:|---|"]

@@ -57,6 +57,16 @@ def test_cycle_closure_is_zero_for_an_exact_inverse_and_measures_the_residual():
     wrong[..., 1] = -0.5  # returns along the wrong axis: residual (1.5, -0.5, 0) voxels
     r = qc.cycle_closure_mm(u_f, wrong, spacing, mask)
     assert r["mean"] == pytest.approx(np.hypot(1.5 * 1.0, 0.5 * 2.0), rel=1e-5)
+    assert r["in_plane_mean"] == pytest.approx(r["mean"], rel=1e-5) and r["through_plane_mean"] == 0.0
+    # Returning 0.2 voxels short through-plane (1 mm at 5 mm slices) adds a through-plane part only.
+    wrong[..., 2] = 0.2
+    r = qc.cycle_closure_mm(u_f, wrong, spacing, mask)
+    assert r["through_plane_mean"] == pytest.approx(1.0, rel=1e-5)
+    assert r["through_plane_p95"] == pytest.approx(1.0, rel=1e-5)
+    assert r["in_plane_mean"] == pytest.approx(np.hypot(1.5, 1.0), rel=1e-5)
+    assert r["mean"] == pytest.approx(np.sqrt(1.5 ** 2 + 1.0 + 1.0), rel=1e-5)
+    assert set(r) == set(qc.CLOSURE_KEYS)
+    assert all(np.isnan(v) for v in qc.cycle_closure_mm(u_f, wrong, spacing, np.zeros(shape, bool)).values())
 
 
 def test_cycle_closure_samples_the_backward_field_as_the_warp_does():

@@ -289,3 +289,46 @@ def test_clinical_figure_interpretation_follows_the_numbers():
     assert "circumferential -10.0 % against -20 %" in text
     rows = [row("NOR", -2.0, 60), row("HCM", -3.0, 70), row("RV", -2.5, 40)]
     assert "not lower than NOR's in HCM or RV" in interpretation(rows)
+
+
+def test_propagation_table_reports_the_closure_and_its_parts(monkeypatch):
+    """eval.real_motion on a cine whose ES labels are its ED labels shifted by a whole voxel: no motion gives the
+    Dice of the shift; an estimator returning the exact shift (and its inverse) gives Dice 1 and closure 0; one
+    whose backward motion forgets the through-plane part closes in-plane only; the table shows both parts."""
+    import types
+
+    from eval import real_motion
+
+    lab_ed = _ring_labels((40, 36, 6))
+    lab_ed[..., -2:] = 0  # empty end slices: the roll wraps nothing round, the clamped edge sees no label
+    shift = np.array([2, -1, 1])
+    lab_es = np.roll(lab_ed, tuple(shift), axis=(0, 1, 2))  # ES(x) = ED(x - shift): the heart moved by +shift
+    case = types.SimpleNamespace(image=np.zeros((40, 36, 6, 5), np.float32), ed=0, es=2,
+                                 labels={0: lab_ed, 2: lab_es}, spacing_mm=np.array([1.5, 1.5, 8.0]),
+                                 name="toy", group="NOR")
+    # The ED -> ES motion on the ED grid is +shift (V_ES(X + shift) = V_ED(X)); the ES -> ED motion is -shift.
+    def field(back):
+        def estimate(a, b, s):
+            u = shift if np.array_equal(a, case.image[..., case.ed]) else back
+            return np.broadcast_to(u.astype(np.float32), (*a.shape, 3)).copy()
+        return estimate
+
+    exact = {"exact": field(-shift), "no_z_back": field(-shift * np.array([1, 1, 0]))}
+    base = real_motion._estimator
+    monkeypatch.setattr(real_motion, "_estimator", lambda m, n: exact[m] if m in exact else base(m, n))
+    case.image = np.random.default_rng(0).normal(size=case.image.shape).astype(np.float32)
+    none = real_motion.propagation_case(case, "none")
+    assert none["closure_mean_mm"] == 0.0 and none["ed2es_dice_myo"] < 0.8
+    good = real_motion.propagation_case(case, "exact")
+    assert good["ed2es_dice_myo"] == good["es2ed_dice_myo"] == good["ed2es_dice_lv"] == 1.0
+    assert good["closure_mean_mm"] == pytest.approx(0.0, abs=1e-6)
+    half = real_motion.propagation_case(case, "no_z_back")
+    assert half["closure_in_plane_mm"] == pytest.approx(0.0, abs=1e-6)
+    assert half["closure_through_plane_mm"] == pytest.approx(8.0, rel=1e-5)  # one 8 mm slice short
+    assert half["closure_mean_mm"] == pytest.approx(8.0, rel=1e-5)
+    ana = [{"patient": "toy", "group": "NOR", "model": "m", "folded_fraction": 0.0, "closure_mean_mm": 8.0,
+            "closure_in_plane_mm": 0.0, "closure_through_plane_mm": 8.0, "radial_ess_pct": 30.0,
+            "circumferential_ess_pct": -15.0, "longitudinal_ess_pct": None}]
+    table = real_motion.markdown([none, good, half], ana, {"m": "x"})
+    assert "| toy | NOR | m | 0.0000 | 8.00 | 0.00 / 8.00 | 30.0 | -15.0 | – |" in table
+    assert "| no_z_back |" in table and "| exact |" in table

@@ -34,7 +34,8 @@ Schema ``deepstrain-jax/results`` version 1 (every key is always present; unknow
   each; times from ED, null without dt) and ``dyssynchrony_ms`` (SD of the time to peak over segments 1-16);
   or null when the segments could not be placed.
 * ``qc``: folded_fraction (det F <= 0 over the ED myocardium, all frames), its worst frame, det_f percentiles,
-  cycle_closure_mm {mean, p95}, centre_source (``vcn`` / ``fov``), centre_vox, crop_overhang_fraction (of the
+  cycle_closure_mm {mean, p95, in_plane_mean, in_plane_p95, through_plane_mean, through_plane_p95}
+  (:func:`deepstrain_jax.analysis.qc.cycle_closure_mm`), centre_source (``vcn`` / ``fov``), centre_vox, crop_overhang_fraction (of the
   crop outside the field of view), coverage {n_slices, lv_slices, apex_covered}, warnings (list of strings).
 * ``outputs``: file names written next to it.
 """
@@ -165,8 +166,12 @@ def build_results(*, cine, networks, options, grid, volumes, ed, es, ed_source, 
     if overhang > 0.25:
         warnings.append(f"{100 * overhang:.0f}% of the network crop lies outside the field of view")
     if closure.get("mean") is not None and closure["mean"] > CLOSURE_WARNING_MM:
-        warnings.append(f"cycle closure ED -> ES -> ED is {closure['mean']:.1f} mm on average (above "
-                        f"{CLOSURE_WARNING_MM:g} mm): the motion is not self-consistent; check the strain")
+        parts = ""
+        if closure.get("in_plane_mean") is not None and closure.get("through_plane_mean") is not None:
+            parts = (f" (in-plane {closure['in_plane_mean']:.1f} mm, through-plane "
+                     f"{closure['through_plane_mean']:.1f} mm)")
+        warnings.append(f"cycle closure ED -> ES -> ED is {closure['mean']:.1f} mm on average{parts}, above "
+                        f"{CLOSURE_WARNING_MM:g} mm: the motion is not self-consistent; check the strain")
     if folding["folded_fraction"] is not None and folding["folded_fraction"] > 0.01:
         warnings.append(f"{100 * folding['folded_fraction']:.1f}% of myocardial voxels fold (det F <= 0)")
     if not 10.0 <= volumes.lv_ef_pct <= 85.0:

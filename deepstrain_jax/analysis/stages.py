@@ -220,7 +220,7 @@ def motion_stage(frames: Frames, seg: Segmentation, vols: Volumes, networks: Net
         u_back = networks.motion(raw[es], raw[ed][None])[0]
         closure = qc.cycle_closure_mm(u_vox[es], u_back, spacing, myo)
     else:
-        closure = {"mean": 0.0, "p95": 0.0}
+        closure = dict.fromkeys(qc.CLOSURE_KEYS, 0.0)
     return Motion(u_vox, u_mm, spacing, labels_ed, myo, det_f, folding, closure)
 
 

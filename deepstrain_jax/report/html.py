@@ -303,6 +303,8 @@ def _qc_section(results: dict) -> str:
             ("det F (min / p01 / median / p99 / max)",
              " / ".join(_fmt(det_f.get(k), 3) for k in ("min", "p01", "median", "p99", "max"))),
             ("cycle closure (mm, mean / p95)", " / ".join(_fmt(closure.get(k), 2) for k in ("mean", "p95"))),
+            ("cycle closure in-plane / through-plane (mm, mean)",
+             " / ".join(_fmt(closure.get(k), 2) for k in ("in_plane_mean", "through_plane_mean"))),
             ("LV centre from", _fmt(qc.get("centre_source"))),
             ("crop outside the field of view (fraction)", _fmt(qc.get("crop_overhang_fraction")))]
     known = {"folded_fraction", "det_f", "cycle_closure_mm", "centre_source", "crop_overhang_fraction", "warnings"}
