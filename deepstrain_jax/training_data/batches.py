@@ -184,9 +184,9 @@ def carmen_batch(pool, seed: int, step: int, batch_size: int, *, augment: aug.Au
 
     ``reverse_prob``: with this probability a non-identity pair is given the other way round, ``[t, ED]`` (the
     network learns the inverse motion t -> ED as well). Its truth is the inverse field on the frame-t grid: with
-    ``reverse_truth`` it is computed from the subject's ``u_vox`` (:func:`deepstrain_jax.training_data.subjects.
-    inverse_displacement`, masked where it is known), so phantoms supervise the inverse motion too, through-plane
-    included; without it (the default, the batches of ``carmen-acdc-v2``'s training) a reversed pair's ``u_mask``
+    ``reverse_truth`` it is computed from the subject's ``u_vox``
+    (:func:`~deepstrain_jax.training_data.subjects.inverse_displacement`, masked where it is known), so phantoms
+    supervise the inverse motion too, through-plane included; without it (the default, the batches of ``carmen-acdc-v2``'s training) a reversed pair's ``u_mask``
     is all False and it trains by the unsupervised terms only. The draw is made only when ``reverse_prob > 0``, so
     ``reverse_prob = 0`` gives the batches of before.
 
