@@ -205,6 +205,6 @@ def evaluate_subject(folder, networks, design: dict | None = None) -> dict:
     row["qc_folded_fraction"] = r["qc"]["folded_fraction"]
     closure = r["qc"]["cycle_closure_mm"]
     row["qc_cycle_closure_mm"] = closure["mean"]
-    row["qc_cycle_closure_in_plane_mm"] = closure.get("in_plane_mean")
-    row["qc_cycle_closure_through_plane_mm"] = closure.get("through_plane_mean")
+    row["qc_cycle_closure_in_plane_mm"] = closure["in_plane_mean"]
+    row["qc_cycle_closure_through_plane_mm"] = closure["through_plane_mean"]
     return row

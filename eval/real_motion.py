@@ -79,8 +79,8 @@ def analysis_case(case, networks: Networks, label: str) -> dict:
     row = {"patient": case.name, "group": case.group, "model": label,
            "folded_fraction": r["qc"]["folded_fraction"],
            "closure_mean_mm": r["qc"]["cycle_closure_mm"]["mean"],
-           "closure_in_plane_mm": r["qc"]["cycle_closure_mm"].get("in_plane_mean"),
-           "closure_through_plane_mm": r["qc"]["cycle_closure_mm"].get("through_plane_mean")}
+           "closure_in_plane_mm": r["qc"]["cycle_closure_mm"]["in_plane_mean"],
+           "closure_through_plane_mm": r["qc"]["cycle_closure_mm"]["through_plane_mean"]}
     for d in ("radial", "circumferential", "longitudinal"):
         row[f"{d}_ess_pct"] = g[d]["ess_pct"]
     return row
@@ -122,10 +122,9 @@ def markdown(prop_rows: list, ana_rows: list, models: dict) -> str:
         for r in ana_rows:
             cells = [f"{r[k]:.1f}" if r[k] is not None else "–" for k in
                      ("radial_ess_pct", "circumferential_ess_pct", "longitudinal_ess_pct")]
-            parts = " / ".join("–" if r.get(k) is None else f"{r[k]:.2f}"
-                               for k in ("closure_in_plane_mm", "closure_through_plane_mm"))
             lines.append(f"| {r['patient']} | {r['group']} | {r['model']} | {r['folded_fraction']:.4f} | "
-                         f"{r['closure_mean_mm']:.2f} | {parts} | " + " | ".join(cells) + " |")
+                         f"{r['closure_mean_mm']:.2f} | {r['closure_in_plane_mm']:.2f} / "
+                         f"{r['closure_through_plane_mm']:.2f} | " + " | ".join(cells) + " |")
     lines += ["", "Models: " + "; ".join(f"{k}: `{v}`" for k, v in models.items()) + "."]
     return "\n".join(lines) + "\n"
 

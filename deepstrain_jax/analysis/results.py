@@ -166,12 +166,9 @@ def build_results(*, cine, networks, options, grid, volumes, ed, es, ed_source, 
     if overhang > 0.25:
         warnings.append(f"{100 * overhang:.0f}% of the network crop lies outside the field of view")
     if closure.get("mean") is not None and closure["mean"] > CLOSURE_WARNING_MM:
-        parts = ""
-        if closure.get("in_plane_mean") is not None and closure.get("through_plane_mean") is not None:
-            parts = (f" (in-plane {closure['in_plane_mean']:.1f} mm, through-plane "
-                     f"{closure['through_plane_mean']:.1f} mm)")
-        warnings.append(f"cycle closure ED -> ES -> ED is {closure['mean']:.1f} mm on average{parts}, above "
-                        f"{CLOSURE_WARNING_MM:g} mm: the motion is not self-consistent; check the strain")
+        warnings.append(f"cycle closure ED -> ES -> ED is {closure['mean']:.1f} mm on average (in-plane "
+                        f"{closure['in_plane_mean']:.1f} mm, through-plane {closure['through_plane_mean']:.1f} mm), "
+                        f"above {CLOSURE_WARNING_MM:g} mm: the motion is not self-consistent; check the strain")
     if folding["folded_fraction"] is not None and folding["folded_fraction"] > 0.01:
         warnings.append(f"{100 * folding['folded_fraction']:.1f}% of myocardial voxels fold (det F <= 0)")
     if not 10.0 <= volumes.lv_ef_pct <= 85.0:

@@ -439,9 +439,8 @@ def inverse_displacement(u_vox, mask, *, max_iterations: int = 60, tol_vox: floa
     x = np.stack(np.meshgrid(*(np.arange(a, b, dtype=np.float32) for a, b in zip(lo, hi)), indexing="ij"),
                  axis=-1).reshape(-1, 3)
 
-    def sample(field, points):  # trilinear, clamp to the edge
-        coords = np.clip(points, 0, shape - 1).T
-        return ndimage.map_coordinates(field, coords, order=1, mode="nearest", output=np.float32)
+    def sample(field, points):  # trilinear, clamp to the edge (mode "nearest": the warp's rule)
+        return ndimage.map_coordinates(field, points.T, order=1, mode="nearest", output=np.float32)
 
     comps = [np.ascontiguousarray(u[..., c]) for c in range(3)]
     X = x.copy()
