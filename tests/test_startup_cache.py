@@ -118,3 +118,38 @@ def test_variables_with_an_empty_collection_keep_their_structure(cache, tmp_path
         assert jax.tree_util.tree_structure(loaded) == jax.tree_util.tree_structure(variables)
         assert _equal_trees(loaded, variables)
     assert not list((cache / "variables").glob("*.npz"))
+
+
+def test_names_the_npz_cannot_bring_back_are_not_cached(cache, tmp_path):
+    # "/" separates the levels of the cached array names: a variable named with one is read with Orbax each time.
+    variables = {"params": {"a/b": np.ones(3, np.float32), "c": np.zeros(2, np.float32)}}
+    folder = save_variables(tmp_path / "model", variables, {"name": "test"})
+    for _ in range(2):
+        assert _equal_trees(startup_cache.load_variables(folder)[0], variables)
+    assert not list((cache / "variables").glob("*.npz"))
+
+
+_NEW_PROCESS = """
+import sys
+import numpy as np
+from deepstrain_jax.analysis import networks
+networks.enable_compilation_cache(sys.argv[1])
+net = networks.load_network("vcn")
+x = np.random.default_rng(5).normal(size=(2, 128, 128, 1)).astype(np.float32)
+np.save(sys.argv[2], np.asarray(net.apply(net.variables, x)))
+print(" ".join(m for m in ("flax", "orbax", "tensorstore") if m in sys.modules))
+"""
+
+
+def test_a_new_process_with_a_warm_cache_imports_neither_flax_nor_orbax(tmp_path):
+    # Start-up time: a process whose models and networks are in the start-up cache never builds a Flax module
+    # nor reads an Orbax checkpoint, so it does not import them (about a second of a cold CLI run).
+    import subprocess
+    import sys
+
+    run = [sys.executable, "-c", _NEW_PROCESS, str(tmp_path / "xla")]
+    first = subprocess.run(run + [str(tmp_path / "first.npy")], capture_output=True, text=True, check=True)
+    assert "flax" in first.stdout and "orbax" in first.stdout  # cold: the entries are made with both
+    second = subprocess.run(run + [str(tmp_path / "second.npy")], capture_output=True, text=True, check=True)
+    assert second.stdout.split() == []
+    np.testing.assert_array_equal(np.load(tmp_path / "second.npy"), np.load(tmp_path / "first.npy"))

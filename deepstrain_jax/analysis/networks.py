@@ -145,9 +145,14 @@ class NetworkApply:
 
     def __init__(self, arch_json: str):
         self.arch_json = arch_json
-        _, apply = models.build(json.loads(arch_json))
-        self.jitted = jax.jit(lambda variables, x: apply(variables, x))
         self._exported: dict = {}
+
+    @functools.cached_property
+    def jitted(self) -> Callable:
+        """The traced network, built on first use: a process whose every input signature is in the start-up
+        cache never builds the Flax module (nor imports Flax)."""
+        _, apply = models.build(json.loads(self.arch_json))
+        return jax.jit(lambda variables, x: apply(variables, x))
 
     def __call__(self, variables, x):
         if startup_cache.folder() is None:
@@ -155,7 +160,7 @@ class NetworkApply:
         key = (startup_cache.folder(), startup_cache.signature(variables, x))
         fn = self._exported.get(key)
         if fn is None:
-            fn = startup_cache.exported_call(self.arch_json, self.jitted, variables, x) or self.jitted
+            fn = startup_cache.exported_call(self.arch_json, lambda: self.jitted, variables, x) or self.jitted
             self._exported[key] = fn
         return fn(variables, x)
 

@@ -32,7 +32,6 @@ from typing import Callable
 import jax
 import jaxlib
 import numpy as np
-from flax import traverse_util
 
 from deepstrain_jax import console
 from deepstrain_jax.io import atomic
@@ -84,21 +83,44 @@ def load_variables(directory: str | os.PathLike) -> tuple[dict, dict]:
     if variables is not None and isinstance(model_config, dict) and tree_sha256(variables) == expected:
         return variables, model_config
     variables, model_config = read_model_folder(directory)
-    flat = traverse_util.flatten_dict(variables, keep_empty_nodes=True)
-    # Nested dicts of arrays only (what Flax variables are), with no empty dict (the .npz could not bring it
-    # back) and no "/" in a name (the separator of the array names).
-    if all(isinstance(k, str) and "/" not in k for path in flat for k in path) and \
-            not any(v is traverse_util.empty_node for v in flat.values()):
+    flat = _flatten(variables)
+    if flat is not None:
         buffer = io.BytesIO()
-        np.savez(buffer, **{"/".join(path): np.asarray(v) for path, v in flat.items()})
+        np.savez(buffer, **flat)
         _write(entry, buffer.getvalue())
     return variables, model_config
 
 
+def _flatten(tree, prefix: str = "") -> dict | None:
+    """``{"a/b/c": array}`` of nested dicts of arrays (what Flax variables are), or ``None`` when the tree
+    cannot come back from those names: a key that is not a string or holds ``/``, or an empty dict."""
+    if not isinstance(tree, dict):
+        return {prefix[:-1]: np.asarray(tree)}
+    if not tree:
+        return None
+    flat = {}
+    for k, v in tree.items():
+        if not isinstance(k, str) or "/" in k or not k:
+            return None
+        sub = _flatten(v, f"{prefix}{k}/")
+        if sub is None:
+            return None
+        flat.update(sub)
+    return flat
+
+
 def _read_npz(path: Path) -> dict | None:
+    """The nested dicts written by :func:`_flatten`, or ``None`` for a missing or unreadable entry."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            return traverse_util.unflatten_dict({name: z[name] for name in z.files}, sep="/")
+            tree = {}
+            for name in z.files:
+                *parents, leaf = name.split("/")
+                node = tree
+                for k in parents:
+                    node = node.setdefault(k, {})
+                node[leaf] = z[name]
+            return tree
     except (OSError, ValueError, KeyError, AttributeError, TypeError):
         return None
 
@@ -114,12 +136,13 @@ def signature(variables, x) -> tuple:
             tuple(np.shape(x)), str(x.dtype))
 
 
-def exported_call(name: str, jitted: Callable, variables, x) -> Callable | None:
-    """A jitted callable equal to ``jitted`` for arguments shaped like ``(variables, x)``, from the exported
-    module in the cache (written there on a miss), or ``None`` when the cache is off or the module cannot be
-    exported or serialized (the caller then runs ``jitted`` itself).
+def exported_call(name: str, trace: Callable[[], Callable], variables, x) -> Callable | None:
+    """A jitted callable equal to the function ``trace()`` returns, for arguments shaped like ``(variables, x)``,
+    from the exported module in the cache (written there on a miss), or ``None`` when the cache is off or the
+    module cannot be exported or serialized (the caller then runs that function itself).
 
-    ``name``: what identifies the function apart from the shapes (the architecture's JSON)."""
+    ``name``: what identifies the function apart from the shapes (the architecture's JSON); ``trace`` is called
+    on a miss only, so a hit needs neither the function nor what building it imports."""
     if _folder is None:
         return None
     # Besides the shapes: what changes the traced program (backend, versions, the tracing-time precision flags).
@@ -136,7 +159,7 @@ def exported_call(name: str, jitted: Callable, variables, x) -> Callable | None:
         exported = None
     if exported is None:
         try:
-            exported = jax.export.export(jitted)(_spec(variables), _spec(x))
+            exported = jax.export.export(trace())(_spec(variables), _spec(x))
             _write(entry, bytes(exported.serialize()))
         except Exception as e:  # noqa: BLE001 - the cache must never stop an analysis: run the traced function
             console.debug("start-up cache: no exported module for %s (%s: %s)", name[:60], type(e).__name__, e)

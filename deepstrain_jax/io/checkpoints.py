@@ -18,7 +18,6 @@ from typing import Any
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 
 from deepstrain_jax.errors import InputError
 from deepstrain_jax.io.atomic import atomic_directory
@@ -57,6 +56,8 @@ def save_variables(directory: str | os.PathLike, variables: dict, model_config: 
     """
     directory = Path(directory).absolute()
     variables = jax.tree_util.tree_map(np.asarray, variables)
+    import orbax.checkpoint as ocp
+
     with atomic_directory(directory) as tmp:
         checkpointer = ocp.StandardCheckpointer()
         checkpointer.save(tmp / _VARIABLES, variables)
@@ -98,6 +99,8 @@ def load_variables(directory: str | os.PathLike) -> tuple[dict, dict]:
     except (ValueError, UnicodeDecodeError) as e:
         raise InputError(f"damaged model folder: {_MODEL_JSON} does not parse ({error_reason(e)})",
                          directory / _MODEL_JSON) from None
+    import orbax.checkpoint as ocp
+
     try:
         variables = ocp.StandardCheckpointer().restore(directory / _VARIABLES)
     except Exception as e:  # noqa: BLE001 - Orbax/TensorStore raise many types for a damaged checkpoint

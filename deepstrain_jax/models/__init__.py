@@ -34,14 +34,16 @@ Flax is used only inside this package; everything else sees pytrees of arrays.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 
 from deepstrain_jax.labels import N_LABELS
-from deepstrain_jax.models import carmen, carson, vcn
-from deepstrain_jax.models.layers import EncoderDecoder
+from deepstrain_jax.models import carmen, carson, vcn  # Flax-free until a network is built (start-up time)
+
+if TYPE_CHECKING:
+    from deepstrain_jax.models.layers import EncoderDecoder
 
 NAMES = ("vcn", "carson", "carmen")  # the networks, in the order the analysis uses them (the one list)
 FAMILIES = ("legacy", "v2")

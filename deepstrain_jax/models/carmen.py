@@ -20,15 +20,20 @@ along array axis ``c``; the Lagrangian displacement of the ED point ``X``, so th
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax.numpy as jnp
 
-from deepstrain_jax.models.layers import EncoderDecoder
+if TYPE_CHECKING:
+    from deepstrain_jax.models.layers import EncoderDecoder
 
 LEGACY_INPUT_SHAPE = (128, 128, 16, 2)
 
 
 def make_carmen(arch: dict) -> EncoderDecoder:
     """The CarMEN module for a complete architecture dict (see :func:`deepstrain_jax.models.architecture`)."""
+    from deepstrain_jax.models.layers import EncoderDecoder  # Flax: only building the network needs it
+
     kz = 3 if arch["kernel_3d"] else 1
     return EncoderDecoder(
         widths=arch["widths"], out_channels=3, kernel_size=(3, 3, kz), strides=(2, 2, arch["z_stride"]),

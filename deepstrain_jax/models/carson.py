@@ -11,15 +11,20 @@ LV). Output ``(B, X, Y, n_labels)``: softmax probabilities over the ACDC labels 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax.numpy as jnp
 
-from deepstrain_jax.models.layers import EncoderDecoder
+if TYPE_CHECKING:
+    from deepstrain_jax.models.layers import EncoderDecoder
 
 LEGACY_INPUT_SHAPE = (128, 128, 1)
 
 
 def make_carson(arch: dict) -> EncoderDecoder:
     """The CarSON module for a complete architecture dict (see :func:`deepstrain_jax.models.architecture`)."""
+    from deepstrain_jax.models.layers import EncoderDecoder  # Flax: only building the network needs it
+
     return EncoderDecoder(
         widths=arch["widths"], out_channels=arch["out_channels"], kernel_size=(3, 3), strides=(2, 2),
         per_element_prelu=arch["family"] == "legacy", head_activation="softmax",

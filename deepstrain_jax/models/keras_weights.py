@@ -22,13 +22,11 @@ import os
 import re
 from typing import Any, Mapping
 
-import h5py
 import jax
 import numpy as np
 
 from deepstrain_jax.errors import InputError
 from deepstrain_jax.models import architecture, build
-from deepstrain_jax.models.layers import keras_creation_order
 
 # Keras weight name -> (collection, Flax variable name), per layer class.
 _WEIGHTS = {
@@ -85,6 +83,8 @@ def read_keras_h5(path: str | os.PathLike) -> list[KerasLayer]:
     Raises :class:`InputError` if the file cannot be read or is not in that layout.
     """
     try:
+        import h5py
+
         f = h5py.File(path, "r")
     except OSError as e:
         raise InputError(f"cannot read as HDF5 ({e})", path) from None
@@ -131,6 +131,8 @@ def keras_to_variables(layers: list[KerasLayer], template) -> dict:
     Raises:
       ValueError: on a count, name or shape mismatch, naming the Keras layer and the variable.
     """
+    from deepstrain_jax.models.layers import keras_creation_order  # Flax: only converting weights needs it
+
     order = keras_creation_order(_depth(template))
     by_kind: dict[str, list[KerasLayer]] = {k: [] for k in order}
     for layer in layers:

@@ -20,12 +20,15 @@ heat-map pixel ``i``, so ``c_grid = f c_hm + (f - 1) / 2``.
 from __future__ import annotations
 
 from functools import partial
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 
 from deepstrain_jax.labels import LV_MYOCARDIUM
-from deepstrain_jax.models.layers import EncoderDecoder
+
+if TYPE_CHECKING:
+    from deepstrain_jax.models.layers import EncoderDecoder
 
 LEGACY_INPUT_SHAPE = (128, 128, 1)
 DOWNSAMPLE = 2  # 1.25 mm network grid -> 2.5 mm VCN grid
@@ -35,6 +38,8 @@ MYOCARDIUM = LV_MYOCARDIUM
 
 def make_vcn(arch: dict) -> EncoderDecoder:
     """The VCN module for a complete architecture dict (see :func:`deepstrain_jax.models.architecture`)."""
+    from deepstrain_jax.models.layers import EncoderDecoder  # Flax: only building the network needs it
+
     return EncoderDecoder(
         widths=arch["widths"], out_channels=arch["out_channels"], kernel_size=(3, 3), strides=(2, 2),
         per_element_prelu=arch["family"] == "legacy", head_activation=None,
