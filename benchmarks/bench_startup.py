@@ -2,6 +2,7 @@
 
     python benchmarks/bench_startup.py                       # 128 x 128 phantom, 5 cold runs
     python benchmarks/bench_startup.py --runs 8 --reference /path/to/other/checkout/.venv/bin/deepstrain
+    python benchmarks/bench_startup.py --runs 6 --reference CMD --reference-src /path/to/other/checkout
 
 What is timed (a 128 x 128 x 25-frame phantom rendered first, written in the ACDC layout):
 
@@ -15,6 +16,10 @@ What is timed (a 128 x 128 x 25-frame phantom rendered first, written in the ACD
    for tracing and program loading; imports and loading are paid once per process.
 3. **Reference** (``--reference CMD``): another ``deepstrain`` executable (e.g. an older checkout's venv), run
    alternately with this one on the same subject with its own warm cache; the ratio of the medians is printed.
+4. **To the first network output** (with ``--reference-src DIR``, the source folder of the reference): a new
+   process importing the analysis, loading the models and running CarSON on one batch, from this tree and with
+   ``DIR`` first on ``PYTHONPATH``, alternately, each with its warm cache (the part of a cold run that start-up
+   changes touch, free of the analysis' own noise); medians and their ratio.
 """
 
 from __future__ import annotations
@@ -53,6 +58,26 @@ for k in range(2):
 print(json.dumps({"imports": t1 - t0, "load": t2 - t1, "first": times[0], "second": times[1]}))
 """
 
+_FIRST_OUTPUT = r"""
+import time
+t0 = time.perf_counter()
+import numpy as np
+from deepstrain_jax.xla_flags import use_fast_cpu_convolutions
+use_fast_cpu_convolutions()
+import deepstrain_jax.commands.analyze
+from deepstrain_jax.analysis.networks import Networks, enable_compilation_cache
+from deepstrain_jax.analysis.pipeline import analyze
+enable_compilation_cache()
+nets = Networks.load()
+nets.carson.apply(nets.carson.variables, np.zeros((16, 128, 128, 1), np.float32)).block_until_ready()
+print(time.perf_counter() - t0)
+"""
+
+
+def _first_output(env: dict) -> float:
+    p = subprocess.run([sys.executable, "-c", _FIRST_OUTPUT], env=env, capture_output=True, text=True, check=True)
+    return float(p.stdout.strip().splitlines()[-1])
+
 
 def _cli_run(cmd: str, subject: Path, out: Path, env: dict) -> tuple[float, int]:
     shutil.rmtree(out, ignore_errors=True)
@@ -71,6 +96,8 @@ def main(argv=None) -> int:
     parser.add_argument("--frames", type=int, default=25)
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--reference", default=None, help="another deepstrain executable, timed alternately")
+    parser.add_argument("--reference-src", default=None,
+                        help="the reference's source folder: also time start-up to the first network output")
     args = parser.parse_args(argv)
     this = str(Path(sys.executable).with_name("deepstrain"))
     if not Path(this).is_file():
@@ -99,6 +126,21 @@ def main(argv=None) -> int:
         if args.reference:
             print(f"reference {args.reference}: {med['reference']:.1f} s; this / reference = "
                   f"{med['this'] / med['reference']:.2f}")
+        if args.reference_src:
+            pythonpath = os.pathsep.join(p for p in (args.reference_src, os.environ.get("PYTHONPATH")) if p)
+            envs = {"this": dict(os.environ, DEEPSTRAIN_JAX_CACHE=str(tmp / "cache_this")),
+                    "reference": dict(os.environ, DEEPSTRAIN_JAX_CACHE=str(tmp / "cache_ref_src"),
+                                      PYTHONPATH=pythonpath)}
+            first = {name: [] for name in envs}
+            for k in range(args.runs + 1):  # the first pair fills the reference's cache: not counted
+                for name, env in envs.items():
+                    seconds = _first_output(env)
+                    if k:
+                        first[name].append(seconds)
+            med = {name: statistics.median(v) for name, v in first.items()}
+            print(f"start-up to the first CarSON output (new process, warm cache): {med['this']:.2f} s against "
+                  f"{med['reference']:.2f} s for {args.reference_src}; this / reference = "
+                  f"{med['this'] / med['reference']:.2f} (medians of {args.runs})")
         env = dict(os.environ, DEEPSTRAIN_JAX_CACHE=str(tmp / "cache_this"))
         p = subprocess.run([sys.executable, "-c", _PARTS, str(subject), str(tmp / "parts")], env=env,
                            capture_output=True, text=True, check=True)
