@@ -1,6 +1,6 @@
 """Mean Dice of CarSON candidates on the 25 real ACDC training patients (manual ED and ES labels).
 
-    python docs/experiments/carson_control/training_check.py ACDC_ROOT NAME=MODEL [NAME=MODEL ...]
+    PYTHONPATH=. python docs/experiments/carson_control/training_check.py ACDC_ROOT NAME=MODEL [NAME=MODEL ...]
 
 The patients CarSON trains on (forms ``labelled`` then ``h5``, the held-out patients of
 :data:`deepstrain_jax.data.acdc_real.HELD_OUT` excluded and checked absent), segmented and scored as
