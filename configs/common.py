@@ -9,7 +9,8 @@ from deepstrain_jax.phantom.params import PHENOTYPES
 # The fixed patient-level split of real ACDC (issue 11): never trained on, never used to pick a checkpoint, in
 # any form. deepstrain_jax.data.acdc_real.HELD_OUT is the same list (tests/test_acdc_real.py checks both).
 HELD_OUT = ("006", "007", "008", "033", "039", "059", "078", "080", "087", "093")
-VARIANTS = ("smoke", "cpu", "paper", "real", "real_ft", "real_ft2", "real_v2", "real_v3", "real_v4", "real_v4_control", "real_smoke")
+VARIANTS = ("smoke", "cpu", "paper", "real", "real_ft", "real_ft2", "real_v2", "real_v3", "real_v4",
+            "real_v4_control", "real_smoke")
 
 
 def base_config(task: str, arg: str) -> ml_collections.ConfigDict:

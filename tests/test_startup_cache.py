@@ -143,7 +143,7 @@ print(" ".join(m for m in ("flax", "orbax", "tensorstore") if m in sys.modules))
 
 def test_a_new_process_with_a_warm_cache_imports_neither_flax_nor_orbax(tmp_path):
     # Start-up time: a process whose models and networks are in the start-up cache never builds a Flax module
-    # nor reads an Orbax checkpoint, so it does not import them (about a second of a cold CLI run).
+    # nor reads an Orbax checkpoint, so it does not import them.
     import subprocess
     import sys
 

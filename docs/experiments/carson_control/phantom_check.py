@@ -31,7 +31,7 @@ KEYS = [f"dice_{c}_{p}" for p in ("ed", "es") for c in ("RV", "MYO", "LV")]
 
 
 def subject_dice(folder: Path, networks: Networks) -> dict:
-    cine0, cine, axis = read_checked(inputs.read_subject(discovery.discover(folder).subjects[0]))
+    _, cine, axis = read_checked(inputs.read_subject(discovery.discover(folder).subjects[0]))
     if axis != 2:
         raise SystemExit(f"{folder}: slice axis {axis}, expected 2")
     arrays, meta = load_truth(folder)
